@@ -6,15 +6,24 @@ is mocked.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
+from tests.backends import Backend
 
 from cloudput.checksums import digest_of
-from cloudput.errors import CloudputError, IntegrityError, TransientError, UploadGoneError
+from cloudput.errors import (
+    CloudputError,
+    CredentialsError,
+    IntegrityError,
+    NotSupportedError,
+    TransientError,
+    UploadGoneError,
+)
 from cloudput.keys import Target
 from cloudput.providers.base import (
     MIB,
@@ -29,7 +38,6 @@ from cloudput.providers.gcs import (
     SessionHandle,
     persisted_offset,
 )
-from tests.backends import Backend
 
 CHUNK_BYTES = 1 * MIB
 EMPTY_MD5 = "1B2M2Y8AsgTpgAmY7PhCfg=="  # base64 of d41d8cd98f00b204e9800998ecf8427e
@@ -80,7 +88,9 @@ def expected_for(data: bytes) -> Expected:
     return Expected(len(data), whole=whole)
 
 
-def send(provider: GcsProvider, spec: ObjectSpec, session: str, data: bytes, part: PartSpec):  # type: ignore[no-untyped-def]
+def send(
+    provider: GcsProvider, spec: ObjectSpec, session: str, data: bytes, part: PartSpec
+):  # type: ignore[no-untyped-def]
     body = data[part.offset : part.end]
     return provider.send_part(spec, session, part, body, digest_of(body, "crc32c"))
 
@@ -99,7 +109,9 @@ def test_round_trip_in_chunks_with_a_short_last_chunk(
     provider: GcsProvider, gcs: Backend
 ) -> None:
     data = os.urandom(3 * CHUNK_BYTES + 12_345)
-    spec = spec_for(gcs, "dir/a b+c.bin", len(data), metadata={"k": "v"}, cache_control="no-cache")
+    spec = spec_for(
+        gcs, "dir/a b+c.bin", len(data), metadata={"k": "v"}, cache_control="no-cache"
+    )
     session = provider.start(spec, CHUNK_BYTES)
     seen = record_requests(provider)
 
@@ -118,7 +130,9 @@ def test_round_trip_in_chunks_with_a_short_last_chunk(
     )
 
 
-def test_held_parts_of_a_fresh_session_is_empty(provider: GcsProvider, gcs: Backend) -> None:
+def test_held_parts_of_a_fresh_session_is_empty(
+    provider: GcsProvider, gcs: Backend
+) -> None:
     spec = spec_for(gcs, "fresh.bin", 2 * CHUNK_BYTES)
     session = provider.start(spec, CHUNK_BYTES)
 
@@ -140,11 +154,20 @@ def test_resume_in_a_new_provider_continues_from_the_persisted_offset(
     later = new_provider()
     held = later.held_parts(spec, session, parts)
     seen = record_requests(later)
-    receipts = [send(later, spec, session, data, part) for part in parts if part.number not in held]
-    verified = later.complete(spec, session, list(held.values()) + receipts, expected_for(data))
+    receipts = [
+        send(later, spec, session, data, part)
+        for part in parts
+        if part.number not in held
+    ]
+    verified = later.complete(
+        spec, session, list(held.values()) + receipts, expected_for(data)
+    )
 
     assert sorted(held) == [1, 2]
-    assert seen[0].headers["Content-Range"] == f"bytes {2 * CHUNK_BYTES}-{3 * CHUNK_BYTES - 1}/{len(data)}"
+    assert (
+        seen[0].headers["Content-Range"]
+        == f"bytes {2 * CHUNK_BYTES}-{3 * CHUNK_BYTES - 1}/{len(data)}"
+    )
     assert verified.remote.size_bytes == len(data)
     assert gcs.read("resume.bin") == data
 
@@ -152,14 +175,16 @@ def test_resume_in_a_new_provider_continues_from_the_persisted_offset(
 def test_send_part_continues_from_an_offset_inside_the_part(
     provider: GcsProvider, gcs: Backend
 ) -> None:
-    """GCS may persist fewer bytes than were sent (BC-14 B): continue from exactly there."""
+    """GCS may persist fewer bytes than sent (BC-14 B): go on from exactly there."""
     data = os.urandom(2 * CHUNK_BYTES)
     spec = spec_for(gcs, "short.bin", len(data))
     session = provider.start(spec, CHUNK_BYTES)
     url = SessionHandle.decode(session).url
     first = data[:CHUNK_QUANTUM_BYTES]
     answer = requests.put(
-        url, data=first, headers={"Content-Range": f"bytes 0-{len(first) - 1}/{len(data)}"}
+        url,
+        data=first,
+        headers={"Content-Range": f"bytes 0-{len(first) - 1}/{len(data)}"},
     )
     assert answer.status_code == 308
 
@@ -169,7 +194,9 @@ def test_send_part_continues_from_an_offset_inside_the_part(
     later.complete(spec, session, receipts, expected_for(data))
 
     chunk_ranges = [r.headers["Content-Range"] for r in seen if r.body]
-    assert chunk_ranges[0] == f"bytes {CHUNK_QUANTUM_BYTES}-{CHUNK_BYTES - 1}/{len(data)}"
+    assert (
+        chunk_ranges[0] == f"bytes {CHUNK_QUANTUM_BYTES}-{CHUNK_BYTES - 1}/{len(data)}"
+    )
     assert gcs.read("short.bin") == data
 
 
@@ -212,7 +239,9 @@ def test_put_single_of_zero_bytes(provider: GcsProvider, gcs: Backend) -> None:
     assert verified.verified == "crc32c+md5"
 
 
-def test_put_single_sends_a_generation_precondition(provider: GcsProvider, gcs: Backend) -> None:
+def test_put_single_sends_a_generation_precondition(
+    provider: GcsProvider, gcs: Backend
+) -> None:
     gcs.put("pre.bin", b"old")
     old = provider.head(Target("gcs", gcs.bucket, "pre.bin"))
     seen = record_requests(provider)
@@ -268,7 +297,9 @@ def test_a_non_multiple_chunk_is_refused_before_sending(
     assert seen == []
 
 
-def test_abort_on_the_emulator_does_not_raise(provider: GcsProvider, gcs: Backend) -> None:
+def test_abort_on_the_emulator_does_not_raise(
+    provider: GcsProvider, gcs: Backend
+) -> None:
     """The emulator answers 501 to the cancel DELETE; GCS itself answers 499."""
     spec = spec_for(gcs, "abort.bin", 2 * CHUNK_BYTES)
     session = provider.start(spec, CHUNK_BYTES)
@@ -282,7 +313,9 @@ def test_session_url_never_appears_in_error_messages(
 ) -> None:
     spec = spec_for(gcs, "secret.bin", 2 * CHUNK_BYTES)
     secret = "upload_id=SENTINEL-SECRET-123"
-    gone = SessionHandle(f"{gcs.endpoint}/upload/storage/v1/b/{gcs.bucket}/o?{secret}", 0, "0")
+    gone = SessionHandle(
+        f"{gcs.endpoint}/upload/storage/v1/b/{gcs.bucket}/o?{secret}", 0, "0"
+    )
     unreachable = SessionHandle(f"http://127.0.0.1:9/upload?{secret}", 0, "0")
     part = PartSpec(1, 0, CHUNK_BYTES)
     errors: list[BaseException] = []
@@ -308,7 +341,9 @@ def test_presign_part_gives_the_session_url_and_content_range(
     presigned = provider.presign_part(spec, session, PartSpec(2, CHUNK_BYTES, 5), 60)
 
     assert presigned.url == handle.url and "#" not in presigned.url
-    assert presigned.headers == {"Content-Range": f"bytes {CHUNK_BYTES}-{CHUNK_BYTES + 4}/{CHUNK_BYTES + 5}"}
+    assert presigned.headers == {
+        "Content-Range": f"bytes {CHUNK_BYTES}-{CHUNK_BYTES + 4}/{CHUNK_BYTES + 5}"
+    }
     assert presigned.expires_at == pytest.approx(handle.started_at + 7 * 24 * 3600)
 
 
@@ -325,7 +360,9 @@ def test_head_and_storage_url(provider: GcsProvider, gcs: Backend) -> None:
     )
 
 
-def test_check_bucket_reports_a_missing_bucket(provider: GcsProvider, gcs: Backend) -> None:
+def test_check_bucket_reports_a_missing_bucket(
+    provider: GcsProvider, gcs: Backend
+) -> None:
     from cloudput.errors import BucketNotFoundError
 
     provider.check_bucket(Target("gcs", gcs.bucket, ""))
@@ -346,3 +383,71 @@ def test_persisted_offset_reads_the_range_header(
     header: str | None, known: int | None, offset: int
 ) -> None:
     assert persisted_offset(header, known) == offset
+
+
+def fake_service_account_json() -> str:
+    """A syntactically valid key that no server knows: enough to sign locally."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    return json.dumps(
+        {
+            "type": "service_account",
+            "project_id": "cloudput-test",
+            "private_key_id": "k1",
+            "private_key": pem,
+            "client_email": "uploader@cloudput-test.iam.gserviceaccount.com",
+            "client_id": "1",
+            "token_uri": "https://oauth2.googleapis.com/token",
+        }
+    )
+
+
+def test_missing_credentials_raise_credentials_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("NO_GCE_CHECK", "True")
+    provider = GcsProvider(ProviderSettings())
+
+    with pytest.raises(CredentialsError, match="no Google credentials"):
+        provider.check_bucket(Target("gcs", "bucket", ""))
+
+
+def test_unreadable_service_account_json_is_not_echoed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("GCP_SERVICE_ACCOUNT_JSON", '{"private_key": "SENTINEL-KEY"')
+    provider = GcsProvider(ProviderSettings())
+
+    with pytest.raises(CredentialsError) as caught:
+        provider.check_bucket(Target("gcs", "bucket", ""))
+
+    assert "SENTINEL" not in str(caught.value)
+
+
+def test_presign_single_signs_a_v4_put_with_a_service_account_key(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("GCP_SERVICE_ACCOUNT_JSON", fake_service_account_json())
+    provider = GcsProvider(ProviderSettings())
+    spec = ObjectSpec(Target("gcs", "bucket", "a b.txt"), 3, "text/plain")
+
+    presigned = provider.presign_single(spec, 600)
+
+    assert presigned.url.startswith("https://storage.googleapis.com/bucket/a%20b.txt?")
+    assert "X-Goog-Signature=" in presigned.url
+    assert presigned.method == "PUT"
+    assert presigned.headers == {"Content-Type": "text/plain"}
+
+
+def test_presign_single_is_not_supported_on_the_emulator(
+    provider: GcsProvider, gcs: Backend
+) -> None:
+    with pytest.raises(NotSupportedError):
+        provider.presign_single(spec_for(gcs, "x.bin", 3), 600)

@@ -1,4 +1,4 @@
-"""Google Cloud Storage: resumable sessions as plain PUTs, single-request uploads, heads.
+"""Google Cloud Storage: resumable sessions as plain PUTs, single uploads, lookups.
 
 Owns every request cloudput sends to GCS and the translation of its failures. It never
 retries (the engine does) and never puts a session URL into a message or a log line.
@@ -81,8 +81,8 @@ MAX_SHORT_PERSIST_ROUNDS = 8
 GCS_ENDPOINT = "https://storage.googleapis.com"
 STORAGE_SCOPE = "https://www.googleapis.com/auth/devstorage.read_write"
 CREDENTIALS_HINT = (
-    "set GOOGLE_APPLICATION_CREDENTIALS or GCP_SERVICE_ACCOUNT_JSON (key JSON text or a "
-    "path), or run `gcloud auth application-default login`"
+    "set GOOGLE_APPLICATION_CREDENTIALS or GCP_SERVICE_ACCOUNT_JSON (key JSON text "
+    "or a path), or run `gcloud auth application-default login`"
 )
 
 GCS_LIMITS = ProviderLimits(
@@ -221,8 +221,8 @@ def check_chunk(start: int, end: int, total_bytes: int) -> None:
         )
     if end < total_bytes and end % CHUNK_QUANTUM_BYTES:
         raise CloudputError(
-            f"refusing a GCS chunk ending at byte {end}: every chunk but the last must be a "
-            f"multiple of {CHUNK_QUANTUM_BYTES:,} bytes ({RESUMABLE_DOC})"
+            f"refusing a GCS chunk ending at byte {end}: every chunk but the last "
+            f"must be a multiple of {CHUNK_QUANTUM_BYTES:,} bytes ({RESUMABLE_DOC})"
         )
 
 
@@ -327,7 +327,8 @@ class GcsProvider:
             raise translate_error(doing, target, exc=exc) from None
 
     def _object_url(self, target: Target) -> str:
-        return f"{self._api}/b/{quote(target.bucket, safe='')}/o/{quote(target.key, safe='')}"
+        bucket, key = quote(target.bucket, safe=""), quote(target.key, safe="")
+        return f"{self._api}/b/{bucket}/o/{key}"
 
     def _state(self, url: str) -> _SessionState:
         with self._lock:
@@ -458,7 +459,8 @@ class GcsProvider:
             state.offset = spec.size_bytes
             return
         raise UploadGoneError(
-            f"the GCS upload session for {spec.target.uri} is gone (expired or cancelled)",
+            f"the GCS upload session for {spec.target.uri} is gone "
+            "(expired or cancelled)",
             hint="the upload starts over from its first part",
         )
 
@@ -470,7 +472,7 @@ class GcsProvider:
         body: bytes,
         digest: Digest | None,
     ) -> Receipt:
-        """Send one part in order; when this returns, the service holds all its bytes."""
+        """Send one part in order; on return the service holds all of its bytes."""
         handle = SessionHandle.decode(session)
         if len(body) != part.size_bytes:
             raise CloudputError(
@@ -495,8 +497,8 @@ class GcsProvider:
                 return
             if offset < part.offset:
                 raise TransientError(
-                    f"the GCS session for {spec.target.uri} holds {offset} bytes, before part "
-                    f"{part.number} at {part.offset}",
+                    f"the GCS session for {spec.target.uri} holds {offset} bytes, "
+                    f"less than part {part.number}'s start at {part.offset}",
                     hint="resume asks the session and re-sends from its offset",
                 )
             self._put_chunk(spec, handle, state, offset, body[offset - part.offset :])
@@ -504,7 +506,8 @@ class GcsProvider:
                 break
         if state.resource is None and (state.offset or 0) < part.end:
             raise TransientError(
-                f"GCS kept fewer bytes of part {part.number} of {spec.target.uri} than sent",
+                f"GCS kept fewer bytes of part {part.number} of {spec.target.uri} "
+                "than were sent",
                 hint="retry or resume",
             )
 
@@ -644,7 +647,7 @@ class GcsProvider:
         content_md5: str | None = None,
     ) -> PresignedRequest:
         """The session URL itself with the part's Content-Range. ``ttl_s`` and
-        ``content_md5`` do not apply: the session lives a week and chunks carry no MD5."""
+        ``content_md5`` do not apply: a session lives a week, chunks carry no MD5."""
         handle = SessionHandle.decode(session)
         check_chunk(part.offset, part.end, spec.size_bytes)
         return PresignedRequest(
@@ -659,21 +662,25 @@ class GcsProvider:
     def presign_single(
         self, spec: ObjectSpec, ttl_s: float, content_md5: str | None = None
     ) -> PresignedRequest:
-        """A V4 signed PUT URL; needs credentials that can sign (a service-account key)."""
+        """A V4 signed PUT URL; needs credentials that can sign (a service account)."""
         self._http()
         credentials = self._credentials
         if credentials is None or not hasattr(credentials, "sign_bytes"):
             raise NotSupportedError(
                 f"cannot sign a GCS URL for {spec.target.uri} with these credentials",
-                hint="use a service-account key (GCP_SERVICE_ACCOUNT_JSON) or the resumable strategy",
+                hint="use a service-account key (GCP_SERVICE_ACCOUNT_JSON) "
+                "or the resumable strategy",
             )
-        from google.cloud.storage import Blob, Bucket
+        from google.cloud.storage import Client
 
         ttl = min(ttl_s, MAX_SIGNED_URL_TTL_S)
         headers = {"Content-Type": spec.content_type}
         if content_md5:
             headers["Content-MD5"] = content_md5
-        blob = Blob(spec.target.key, Bucket(None, spec.target.bucket))
+        # The client only carries the credentials here: signing makes no request.
+        project = getattr(credentials, "project_id", None) or "cloudput"
+        client = Client(project=project, credentials=credentials)
+        blob = client.bucket(spec.target.bucket).blob(spec.target.key)
         url = blob.generate_signed_url(
             expiration=timedelta(seconds=ttl),
             api_access_endpoint=GCS_ENDPOINT,
@@ -774,8 +781,8 @@ def verify_object(
             continue
         if theirs != digest.value_b64:
             raise IntegrityError(
-                f"GCS reports {digest.algorithm} {theirs} for {spec.target.uri}, the source "
-                f"has {digest.value_b64}",
+                f"GCS reports {digest.algorithm} {theirs} for {spec.target.uri}, "
+                f"the source has {digest.value_b64}",
                 hint="upload it again",
             )
         matched.append(digest.algorithm)
