@@ -21,6 +21,7 @@ from typing import Any, NoReturn
 from urllib.parse import quote
 
 import requests
+from azure.core import MatchConditions
 from azure.core.credentials import AzureSasCredential
 from azure.core.exceptions import (
     AzureError,
@@ -585,7 +586,8 @@ class AzureProvider:
             self._confirm_lost_commit(spec, ids, exc)
         except AzureError as exc:
             _raise(exc, "committing the block list of", spec.target)
-        return self._verified(spec, expected, verified="block-md5")
+        checked = "block-md5" if spec.checksum_algorithm == "md5" else "size"
+        return self._verified(spec, expected, verified=checked)
 
     def _commit_ids(
         self, spec: ObjectSpec, session: str, receipts: Sequence[Receipt]
@@ -686,7 +688,9 @@ class AzureProvider:
             # Put Blob replaces the block list (dropping staged blocks); only when no
             # committed blob appeared meanwhile, then delete exactly that empty blob.
             written = blob.upload_blob(b"", overwrite=False)
-            blob.delete_blob(etag=written["etag"], match_condition=_if_match())
+            blob.delete_blob(
+                etag=written["etag"], match_condition=MatchConditions.IfNotModified
+            )
         except ResourceNotFoundError:
             return
         except HttpResponseError as exc:
@@ -837,9 +841,3 @@ class AzureProvider:
             return None
         match = _OUR_BLOCK_ID.match(str(lists[1][0].id))
         return Incomplete(target, match.group(1) if match else "", changed)
-
-
-def _if_match() -> Any:
-    from azure.core import MatchConditions
-
-    return MatchConditions.IfNotModified

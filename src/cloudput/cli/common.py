@@ -1,0 +1,142 @@
+"""Options every command takes, and turning them into a journal and providers.
+
+The CLI's shared plumbing; it never touches SQL or an SDK directly.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import os
+from collections.abc import Callable
+from contextvars import ContextVar
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import platformdirs
+import typer
+
+from cloudput.errors import UsageError
+from cloudput.journal import Journal
+from cloudput.logs import setup_logging
+from cloudput.providers import open_provider
+from cloudput.providers.base import Provider, ProviderSettings
+from cloudput.units import parse_duration, parse_size
+
+
+@dataclass(frozen=True)
+class GlobalOptions:
+    """The options of CONTRACT.md that every command takes."""
+
+    journal: str | None = None
+    config: str | None = None
+    tenant: str | None = None
+    verbose: int = 0
+    log_file: str | None = None
+    debug: bool = False
+
+
+_current: ContextVar[GlobalOptions] = ContextVar("cloudput_globals", default=GlobalOptions())
+
+_GLOBAL_PARAMS = [
+    ("journal", Annotated[str | None, typer.Option("--journal", help="Journal file (SQLite).",
+                                                    envvar=None)], None),
+    ("config", Annotated[str | None, typer.Option("--config", help="TOML config file.")], None),
+    ("tenant", Annotated[str | None, typer.Option("--tenant", help="Tenant section to use.")],
+     None),
+    ("verbose", Annotated[int, typer.Option("--verbose", "-v", count=True,
+                                            help="-v for INFO, -vv for DEBUG.")], 0),
+    ("log_file", Annotated[str | None, typer.Option("--log-file", help="Write DEBUG logs here.")],
+     None),
+    ("debug", Annotated[bool, typer.Option("--debug", help="Show tracebacks.")], False),
+]
+
+
+def with_globals(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Add the global options to a command and make them available via ``current()``."""
+    signature = inspect.signature(fn, eval_str=True)
+    extra = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=kind)
+        for name, kind, default in _GLOBAL_PARAMS
+    ]
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        options = GlobalOptions(**{name: kwargs.pop(name) for name, _, _ in _GLOBAL_PARAMS})
+        _current.set(options)
+        quiet = bool(kwargs.get("quiet", False))
+        setup_logging(options.verbose, options.log_file, quiet=quiet)
+        return fn(*args, **kwargs)
+
+    params = [p for p in signature.parameters.values()] + extra
+    wrapper.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {p.name: p.annotation for p in params}
+    return wrapper
+
+
+def current() -> GlobalOptions:
+    return _current.get()
+
+
+def journal_path(options: GlobalOptions) -> Path:
+    """``--journal`` > ``CLOUDPUT_JOURNAL`` > the tenant's or the user's data directory."""
+    if options.journal:
+        return Path(options.journal)
+    if os.environ.get("CLOUDPUT_JOURNAL"):
+        return Path(os.environ["CLOUDPUT_JOURNAL"])
+    base = Path(platformdirs.user_data_dir("cloudput"))
+    tenant = options.tenant or os.environ.get("CLOUDPUT_TENANT")
+    if tenant:
+        return base / "tenants" / tenant / "journal.db"
+    return base / "journal.db"
+
+
+def open_journal() -> Journal:
+    return Journal.open(journal_path(current()))
+
+
+def provider_factory(
+    concurrency: int, timeout_s: float
+) -> Callable[[str, str | None, str | None], Provider]:
+    """Make providers for the engine's pool, with settings from options and environment."""
+
+    def make(name: str, endpoint_url: str | None, region: str | None) -> Provider:
+        settings = ProviderSettings(
+            endpoint_url=endpoint_url,
+            region=region,
+            concurrency=concurrency,
+            timeout_s=timeout_s,
+            public_domain=os.environ.get("AWS_PUBLIC_DOMAIN") or None,
+        )
+        return open_provider(name, settings)
+
+    return make
+
+
+def size_option(text: str | None, flag: str) -> int | None:
+    if text is None:
+        return None
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise UsageError(f"{flag}: {exc}") from exc
+
+
+def duration_option(text: str | None, flag: str) -> float | None:
+    if text is None:
+        return None
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise UsageError(f"{flag}: {exc}") from exc
+
+
+def metadata_option(pairs: list[str] | None) -> dict[str, str]:
+    metadata: dict[str, str] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--metadata {pair!r}: use KEY=VALUE")
+        metadata[key] = value
+    return metadata

@@ -1,0 +1,250 @@
+"""Drawing results (stdout) and progress (stderr): lines, JSON records, rich bars.
+
+Reads records handed to it; never talks to the journal or a provider.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any, TextIO
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+
+from cloudput.engine.runner import Outcome
+from cloudput.journal import Attachment, PartRow, UploadRecord
+from cloudput.units import format_size
+
+PLAIN_INTERVAL_S = 5.0
+
+
+def record_json(record: UploadRecord, error: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The upload record as CONTRACT.md's JSON object."""
+    if error is None and record.error_code:
+        error = {"code": record.error_code, "message": record.error_message or ""}
+    return {
+        "id": record.id,
+        "name": record.name,
+        "source": record.source_path,
+        "mimeType": record.mime,
+        "size": record.size_bytes,
+        "url": record.storage_url,
+        "storage_url": record.storage_url,
+        "uri": record.uri,
+        "provider": record.provider,
+        "bucket": record.bucket,
+        "key": record.key,
+        "checksum": {
+            "algorithm": record.checksum_algorithm,
+            "value": record.checksum_value,
+            "verified": record.checksum_verified,
+        },
+        "parts": record.part_count,
+        "status": record.status,
+        "initiated_at": record.initiated_at,
+        "completed_at": record.completed_at,
+        "expires_at": record.expires_at,
+        "error": dict(error) if error else None,
+    }
+
+
+def outcome_json(outcome: Outcome) -> dict[str, Any]:
+    error = None
+    if outcome.error is not None:
+        error = {"code": outcome.error.code, "message": str(outcome.error)}
+    if outcome.record is not None:
+        data = record_json(outcome.record, error)
+        if outcome.status in ("held",):
+            data["status"] = outcome.record.status
+        return data
+    return {
+        "id": None, "name": outcome.source_path.rsplit("/", 1)[-1], "source": outcome.source_path,
+        "mimeType": None, "size": None, "url": None, "storage_url": None, "uri": outcome.uri,
+        "provider": None, "bucket": None, "key": None,
+        "checksum": {"algorithm": None, "value": None, "verified": None}, "parts": 0,
+        "status": outcome.status, "initiated_at": None, "completed_at": None, "expires_at": None,
+        "error": error,
+    }
+
+
+def outcome_line(outcome: Outcome) -> str:
+    """One line per upload: ``uploaded SOURCE -> URI``, ``skipped ...``, ``failed ...``."""
+    arrow = f"{outcome.source_path} -> {outcome.uri}"
+    if outcome.status == "completed":
+        if outcome.message:
+            return f"completed {arrow} ({outcome.message})"
+        return f"uploaded {arrow}"
+    if outcome.status == "skipped":
+        return f"skipped {arrow}" + (f" ({outcome.message})" if outcome.message else "")
+    if outcome.status == "held":
+        return f"skipped {arrow}: {outcome.message}"
+    reason = str(outcome.error) if outcome.error else outcome.message or outcome.status
+    suffix = f" [upload {outcome.record.id}]" if outcome.record else ""
+    return f"failed {arrow}: {reason}{suffix}"
+
+
+def emit(data: Any, out: TextIO | None = None) -> None:
+    stream = out or sys.stdout
+    stream.write(json.dumps(data, ensure_ascii=False) + "\n")
+    stream.flush()
+
+
+def attachment_json(attachment: Attachment) -> dict[str, Any]:
+    return {
+        "id": attachment.id,
+        "name": attachment.name,
+        "mimeType": attachment.mime_type,
+        "size": attachment.size,
+        "url": attachment.url,
+    }
+
+
+def part_json(row: PartRow) -> dict[str, Any]:
+    return {
+        "number": row.number,
+        "offset": row.offset,
+        "size": row.size_bytes,
+        "etag": row.etag,
+        "checksum": row.checksum,
+        "completed_at": row.completed_at,
+    }
+
+
+class PlainProgress:
+    """A line every few seconds on stderr, for CI logs; never above 100%."""
+
+    def __init__(self, stream: TextIO, interval_s: float = PLAIN_INTERVAL_S, clock: Any = None):
+        self._stream = stream
+        self._interval_s = interval_s
+        self._clock = clock or time.monotonic
+        self._lock = threading.Lock()
+        self._totals: dict[str, int] = {}
+        self._done: dict[str, int] = {}
+        self._started = self._clock()
+        self._last = self._started
+
+    def upload_started(self, upload_id: str, label: str, total_bytes: int, done_bytes: int) -> None:
+        with self._lock:
+            self._totals[upload_id] = total_bytes
+            self._done[upload_id] = min(done_bytes, total_bytes)
+
+    def bytes_done(self, upload_id: str, count: int) -> None:
+        with self._lock:
+            total = self._totals.get(upload_id, 0)
+            self._done[upload_id] = min(total, self._done.get(upload_id, 0) + count)
+            now = self._clock()
+            if now - self._last >= self._interval_s:
+                self._last = now
+                self._write_line(now)
+
+    def _write_line(self, now: float) -> None:
+        total = sum(self._totals.values())
+        done = sum(self._done.values())
+        percent = 100.0 if total == 0 else min(100.0, 100.0 * done / total)
+        rate = done / max(now - self._started, 1e-6)
+        self._stream.write(
+            f"cloudput: progress {format_size(done)} / {format_size(total)} ({percent:.0f}%), "
+            f"{format_size(rate)}/s, {len(self._totals)} uploads\n"
+        )
+        self._stream.flush()
+
+    def upload_finished(self, upload_id: str, status: str) -> None:
+        pass
+
+    def notice(self, message: str) -> None:
+        self._stream.write(f"cloudput: {message}\n")
+        self._stream.flush()
+
+    def close(self) -> None:
+        pass
+
+
+class RichProgress:
+    """A bar per active upload and one overall, on a terminal."""
+
+    def __init__(self, console: Console):
+        self._progress = Progress(
+            TextColumn("{task.description}", justify="left"),
+            BarColumn(),
+            DownloadColumn(binary_units=True),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            transient=False,
+        )
+        self._lock = threading.Lock()
+        self._tasks: dict[str, TaskID] = {}
+        self._overall = self._progress.add_task("total", total=0)
+        self._progress.start()
+
+    def upload_started(self, upload_id: str, label: str, total_bytes: int, done_bytes: int) -> None:
+        with self._lock:
+            name = label if len(label) <= 40 else "…" + label[-39:]
+            task = self._progress.add_task(name, total=max(total_bytes, 1) if total_bytes else 1,
+                                           completed=min(done_bytes, total_bytes))
+            self._tasks[upload_id] = task
+            overall = self._progress.tasks[self._overall]
+            self._progress.update(self._overall, total=(overall.total or 0) + total_bytes,
+                                  advance=min(done_bytes, total_bytes))
+
+    def bytes_done(self, upload_id: str, count: int) -> None:
+        with self._lock:
+            task = self._tasks.get(upload_id)
+            if task is None:
+                return
+            self._progress.advance(task, count)
+            self._progress.advance(self._overall, count)
+
+    def upload_finished(self, upload_id: str, status: str) -> None:
+        with self._lock:
+            task = self._tasks.pop(upload_id, None)
+            if task is not None:
+                if status == "completed":
+                    total = self._progress.tasks[task].total
+                    self._progress.update(task, completed=total)
+                self._progress.remove_task(task)
+
+    def notice(self, message: str) -> None:
+        self._progress.console.print(f"cloudput: {message}", markup=False, highlight=False)
+
+    def close(self) -> None:
+        self._progress.stop()
+
+
+class QuietProgress:
+    def upload_started(self, upload_id: str, label: str, total_bytes: int, done_bytes: int) -> None:
+        pass
+
+    def bytes_done(self, upload_id: str, count: int) -> None:
+        pass
+
+    def upload_finished(self, upload_id: str, status: str) -> None:
+        pass
+
+    def notice(self, message: str) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def make_progress(quiet: bool) -> PlainProgress | RichProgress | QuietProgress:
+    """Rich bars on a terminal, plain lines otherwise, nothing with ``--quiet``."""
+    if quiet:
+        return QuietProgress()
+    console = Console(stderr=True)
+    if console.is_terminal:
+        return RichProgress(console)
+    return PlainProgress(sys.stderr)

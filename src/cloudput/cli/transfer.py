@@ -1,0 +1,82 @@
+"""What ``upload`` and ``resume`` share: the engine's lifetime, signals, output, exit code.
+
+Calls into the engine; prints results to stdout and progress to stderr.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable, Iterator
+from types import FrameType
+
+from cloudput.cli.common import provider_factory
+from cloudput.cli.render import emit, make_progress, outcome_json, outcome_line
+from cloudput.engine.runner import Engine, Outcome, ProviderPool, StopSignal, TransferOptions
+from cloudput.errors import EXIT_SIGINT, EXIT_SIGTERM, InterruptedRunError, combine_exit_codes
+from cloudput.journal import Journal
+
+log = logging.getLogger(__name__)
+
+
+def run_engine(
+    journal: Journal,
+    options: TransferOptions,
+    start: Callable[[Engine], Iterator[Outcome]],
+    *,
+    as_json: bool,
+    quiet: bool,
+) -> int:
+    """Run uploads, print one result per upload, and return the run's exit code."""
+    stop = StopSignal()
+    progress = make_progress(quiet)
+    pool = ProviderPool(provider_factory(options.concurrency, options.timeout_s))
+    engine = Engine(journal, pool, options, progress, stop)
+    codes: list[int] = []
+    resumable: list[str] = []
+    restore = _install_signal_handlers(stop)
+    try:
+        for outcome in start(engine):
+            codes.append(outcome.exit_code)
+            if outcome.status == "interrupted" and outcome.record is not None:
+                resumable.append(outcome.record.id)
+            _print_outcome(outcome, as_json, quiet)
+    finally:
+        restore()
+        engine.close()
+        pool.close()
+        progress.close()
+    if stop.is_set() and isinstance(stop.error, InterruptedRunError):
+        codes.append(stop.error.exit_code)
+    if resumable and not quiet:
+        ids = " ".join(resumable[:10]) + (" ..." if len(resumable) > 10 else "")
+        sys.stderr.write(f"cloudput: to continue, run: cloudput resume {ids}\n")
+    return combine_exit_codes(codes)
+
+
+def _print_outcome(outcome: Outcome, as_json: bool, quiet: bool) -> None:
+    if as_json:
+        emit(outcome_json(outcome))
+    elif not quiet or outcome.status in ("failed", "interrupted"):
+        print(outcome_line(outcome), flush=True)
+
+
+def _install_signal_handlers(stop: StopSignal) -> Callable[[], None]:
+    """SIGINT/SIGTERM stop new parts; a second signal exits at once."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        code = EXIT_SIGINT if signum == signal.SIGINT else EXIT_SIGTERM
+        if stop.is_set() and isinstance(stop.error, InterruptedRunError):
+            os._exit(code)
+        sys.stderr.write("cloudput: stopping: letting parts in flight finish (signal again to quit)\n")
+        stop.set(InterruptedRunError(code))
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def restore() -> None:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+    return restore

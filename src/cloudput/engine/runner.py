@@ -1,0 +1,735 @@
+"""The transfer engine: a bounded pool of part sends across all uploads, retries,
+checkpoints, resume reconciliation, cancellation and the source-change guard.
+
+It speaks to providers only through ``providers.base.Provider`` and never imports an SDK.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+
+from cloudput.checksums import RunningDigest, digest_of
+from cloudput.engine.events import NullSubscriber, Subscriber
+from cloudput.engine.plan import DEFAULT_MULTIPART_THRESHOLD_BYTES, make_plan
+from cloudput.engine.sources import Fingerprint, Job, RangeBody, SourceReader, fingerprint
+from cloudput.errors import (
+    EXIT_OK,
+    CloudputError,
+    DeadlineError,
+    IntegrityError,
+    InterruptedRunError,
+    NotSupportedError,
+    PresignExpiredError,
+    RetriesExhaustedError,
+    SourceChangedError,
+    TransientError,
+    UploadGoneError,
+    UsageError,
+)
+from cloudput.journal import Attachment, Journal, PartRow, UploadRecord, new_upload_id, utc_now
+from cloudput.keys import Target
+from cloudput.providers.base import (
+    Digest,
+    Expected,
+    ObjectSpec,
+    PartSpec,
+    Provider,
+    Receipt,
+    Verified,
+)
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+HASH_READ_BYTES = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class TransferOptions:
+    """Tuning and object attributes for a run (CONTRACT.md, options of ``upload``)."""
+
+    concurrency: int = 8
+    retries: int = 5
+    timeout_s: float = 60.0
+    retry_base_delay_s: float = 0.5
+    retry_max_delay_s: float = 20.0
+    part_size_bytes: int | None = None
+    threshold_bytes: int = DEFAULT_MULTIPART_THRESHOLD_BYTES
+    no_multipart: bool = False
+    checksum: str = "auto"
+    content_type: str | None = None
+    cache_control: str | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+    storage_class: str | None = None
+    max_duration_s: float | None = None
+    endpoint_url: str | None = None
+    region: str | None = None
+    tenant: str | None = None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one upload ended in this run."""
+
+    source_path: str
+    uri: str
+    status: str  # completed | skipped | failed | interrupted | aborted | held
+    record: UploadRecord | None = None
+    error: CloudputError | None = None
+    exit_code: int = EXIT_OK
+    message: str | None = None
+
+
+class StopSignal:
+    """Tells every worker to stop sending new parts, and why."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self.error: CloudputError | None = None
+
+    def set(self, error: CloudputError) -> None:
+        if not self._event.is_set():
+            self.error = error
+            self._event.set()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    def wait(self, timeout_s: float) -> bool:
+        return self._event.wait(timeout_s)
+
+
+class ProviderPool:
+    """One provider instance per (provider, endpoint, region, account), shared by threads."""
+
+    def __init__(self, factory: Callable[[str, str | None, str | None], Provider]):
+        self._factory = factory
+        self._lock = threading.Lock()
+        self._providers: dict[tuple[str, str | None, str | None], Provider] = {}
+
+    def get(self, provider: str, endpoint_url: str | None, region: str | None) -> Provider:
+        key = (provider, endpoint_url, region)
+        with self._lock:
+            if key not in self._providers:
+                self._providers[key] = self._factory(provider, endpoint_url, region)
+            return self._providers[key]
+
+    def close(self) -> None:
+        with self._lock:
+            for provider in self._providers.values():
+                provider.close()
+            self._providers.clear()
+
+
+def spec_of(record: UploadRecord) -> ObjectSpec:
+    """The object a record describes, as the provider contract wants it."""
+    return ObjectSpec(
+        target=Target(record.provider, record.bucket, record.key, record.account),
+        size_bytes=record.size_bytes,
+        content_type=record.mime,
+        cache_control=record.cache_control,
+        metadata=dict(record.metadata),
+        storage_class=record.storage_class,
+        checksum_algorithm=record.checksum_algorithm,
+        upload_id=record.id,
+    )
+
+
+def fingerprint_of(record: UploadRecord) -> Fingerprint:
+    return Fingerprint(record.source_size_bytes, record.source_mtime_ns, record.source_inode)
+
+
+class Engine:
+    """Runs uploads under one budget of ``concurrency`` parts in flight."""
+
+    def __init__(
+        self,
+        journal: Journal,
+        providers: ProviderPool,
+        options: TransferOptions,
+        subscriber: Subscriber | None = None,
+        stop: StopSignal | None = None,
+        sleep: Callable[[float], Any] | None = None,
+    ):
+        self.journal = journal
+        self.providers = providers
+        self.options = options
+        self.subscriber = subscriber or NullSubscriber()
+        self.stop = stop or StopSignal()
+        self._sleep = sleep or (lambda seconds: self.stop.wait(seconds))
+        self._budget = threading.BoundedSemaphore(options.concurrency)
+        self._parts = ThreadPoolExecutor(options.concurrency, thread_name_prefix="part")
+        self._deadline_timer: threading.Timer | None = None
+
+    def close(self) -> None:
+        if self._deadline_timer:
+            self._deadline_timer.cancel()
+        self._parts.shutdown(wait=True)
+
+    def provider_for(self, record: UploadRecord) -> Provider:
+        return self.providers.get(record.provider, record.endpoint_url, record.region)
+
+    # ----- entry points -------------------------------------------------------------
+
+    def upload(self, jobs: Iterable[Job]) -> Iterator[Outcome]:
+        """Upload each job; yields outcomes as uploads finish."""
+        return self._run(jobs, self._upload_job)
+
+    def resume(self, records: Iterable[UploadRecord]) -> Iterator[Outcome]:
+        """Continue journaled uploads; yields outcomes as uploads finish."""
+        return self._run(records, self._resume_record)
+
+    def _run(self, items: Iterable[Any], work: Callable[[Any], Outcome]) -> Iterator[Outcome]:
+        self._start_deadline()
+        pending: set[Future[Outcome]] = set()
+        slots = threading.BoundedSemaphore(self.options.concurrency * 2)
+        done: list[Future[Outcome]] = []
+        done_lock = threading.Condition()
+
+        def finished(future: Future[Outcome]) -> None:
+            slots.release()
+            with done_lock:
+                done.append(future)
+                done_lock.notify_all()
+
+        with ThreadPoolExecutor(self.options.concurrency, thread_name_prefix="upload") as pool:
+            for item in items:
+                while not slots.acquire(timeout=0.2):
+                    yield from self._drain(done, done_lock, pending)
+                future = pool.submit(self._guarded, work, item)
+                pending.add(future)
+                future.add_done_callback(finished)
+                yield from self._drain(done, done_lock, pending)
+            while pending:
+                with done_lock:
+                    if not done:
+                        done_lock.wait(0.2)
+                yield from self._drain(done, done_lock, pending)
+
+    @staticmethod
+    def _drain(
+        done: list[Future[Outcome]], lock: threading.Condition, pending: set[Future[Outcome]]
+    ) -> Iterator[Outcome]:
+        with lock:
+            ready = list(done)
+            done.clear()
+        for future in ready:
+            pending.discard(future)
+            yield future.result()
+
+    def _guarded(self, work: Callable[[Any], Outcome], item: Any) -> Outcome:
+        try:
+            return work(item)
+        except CloudputError as exc:
+            source = getattr(item, "source_path", "")
+            uri = item.target.uri if isinstance(item, Job) else getattr(item, "uri", "")
+            return Outcome(source, uri, "failed", error=exc, exit_code=exc.exit_code)
+
+    def _start_deadline(self) -> None:
+        if self.options.max_duration_s and self._deadline_timer is None:
+            error = DeadlineError(
+                f"--max-duration of {self.options.max_duration_s:g}s reached",
+                hint="run the same command or `cloudput resume --all` to continue",
+            )
+            self._deadline_timer = threading.Timer(self.options.max_duration_s, self.stop.set, [error])
+            self._deadline_timer.daemon = True
+            self._deadline_timer.start()
+
+    # ----- preparing records ------------------------------------------------------
+
+    def _upload_job(self, job: Job) -> Outcome:
+        if job.error is not None:
+            raise job.error
+        if self.stop.is_set():
+            return self._stopped_before_start(job)
+        record = self._record_for(job)
+        if record is None:
+            return Outcome(job.source_path, job.target.uri, "held", exit_code=EXIT_OK,
+                           message="held by another cloudput process")
+        return self._transfer(record, resuming=False)
+
+    def _stopped_before_start(self, job: Job) -> Outcome:
+        error = self.stop.error or InterruptedRunError(130)
+        return Outcome(job.source_path, job.target.uri, "interrupted", error=error,
+                       exit_code=error.exit_code, message="not started")
+
+    def _record_for(self, job: Job) -> UploadRecord | None:
+        """Continue an unfinished upload of this source and target, or journal a new one."""
+        source_path = os.path.abspath(job.source_path)
+        current = fingerprint(source_path)
+        for old in self.journal.find_unfinished(source_path, job.target.uri, self.options.endpoint_url):
+            if self.journal.is_held_elsewhere(old.id):
+                self.subscriber.notice(f"{old.id} ({job.target.uri}) is held by another process")
+                return None
+            if fingerprint_of(old) == current:
+                self._note_kept_plan(old)
+                self.subscriber.notice(f"continuing upload {old.id} of {job.source_path}")
+                return old
+            self._fail_changed(old, SourceChangedError(
+                f"source {job.source_path} changed since upload {old.id} was journaled"))
+            log.warning("source %s changed since upload %s: starting a fresh upload",
+                        job.source_path, old.id)
+        return self._new_record(job, source_path, current)
+
+    def _note_kept_plan(self, record: UploadRecord) -> None:
+        asked = self.options.part_size_bytes
+        if asked and record.strategy != "single" and asked != record.part_size_bytes:
+            log.warning(
+                "upload %s keeps its journaled part size of %d bytes (--part-size %d ignored)",
+                record.id, record.part_size_bytes, asked,
+            )
+
+    def _new_record(self, job: Job, source_path: str, current: Fingerprint) -> UploadRecord:
+        provider = self.providers.get(job.target.provider, self.options.endpoint_url, self.options.region)
+        plan = make_plan(
+            current.size_bytes,
+            provider.limits,
+            part_size_bytes=self.options.part_size_bytes,
+            threshold_bytes=self.options.threshold_bytes,
+            no_multipart=self.options.no_multipart,
+        )
+        if plan.raised_from_bytes:
+            log.warning("%s: part size raised to %d bytes to stay within %d parts",
+                        job.source_path, plan.part_size_bytes, provider.limits.max_parts)
+        record = UploadRecord(
+            id=new_upload_id(),
+            provider=job.target.provider,
+            bucket=job.target.bucket,
+            key=job.target.key,
+            uri=job.target.uri,
+            storage_url=provider.storage_url(job.target),
+            name=os.path.basename(source_path),
+            size_bytes=current.size_bytes,
+            mime=self.options.content_type or guess_content_type(source_path),
+            strategy=plan.strategy,
+            part_size_bytes=plan.part_size_bytes,
+            part_count=plan.part_count,
+            status="initiated",
+            initiated_at=utc_now(),
+            source_path=source_path,
+            source_size_bytes=current.size_bytes,
+            source_mtime_ns=current.mtime_ns,
+            source_inode=current.inode,
+            checksum_algorithm=self._checksum_for(provider),
+            endpoint_url=self.options.endpoint_url,
+            region=self.options.region,
+            tenant=self.options.tenant,
+            cache_control=self.options.cache_control,
+            metadata=dict(self.options.metadata),
+            storage_class=self.options.storage_class,
+            account=job.target.account,
+        )
+        self.journal.add(record)
+        return record
+
+    def _checksum_for(self, provider: Provider) -> str:
+        wanted = self.options.checksum
+        if wanted == "auto":
+            return provider.limits.default_checksum
+        if wanted != "none" and wanted not in provider.limits.checksums:
+            raise NotSupportedError(
+                f"--checksum {wanted} is not supported on {provider.limits.name}",
+                hint=f"use one of: auto, {', '.join(provider.limits.checksums)}, none",
+            )
+        return wanted
+
+    def _resume_record(self, record: UploadRecord) -> Outcome:
+        if record.status == "completed":
+            return Outcome(record.source_path, record.uri, "completed", record,
+                           message="already completed")
+        if record.status in ("aborted", "failed", "skipped"):
+            error = UsageError(f"upload {record.id} is {record.status} and cannot be resumed",
+                               hint="run `cloudput upload` again to start a fresh upload")
+            return Outcome(record.source_path, record.uri, "failed", record, error, error.exit_code)
+        return self._transfer(record, resuming=True)
+
+    # ----- transferring -----------------------------------------------------------
+
+    def _transfer(self, record: UploadRecord, resuming: bool) -> Outcome:
+        if not self.journal.hold(record.id):
+            self.subscriber.notice(f"{record.id} ({record.uri}) is held by another process")
+            return Outcome(record.source_path, record.uri, "held", record,
+                           message="held by another cloudput process")
+        try:
+            return self._transfer_held(record)
+        finally:
+            self.journal.release(record.id)
+
+    def _transfer_held(self, record: UploadRecord) -> Outcome:
+        try:
+            self._check_source(record)
+            self.journal.update(record.id, status="in_progress", error_code=None, error_message=None)
+            log.info("upload %s: %s -> %s (%d bytes)", record.id, record.source_path, record.uri,
+                     record.size_bytes)
+            verified = self._send(record)
+        except SourceChangedError as exc:
+            self._fail_changed(self.journal.get(record.id), exc)
+            return self._outcome_failed(record, exc, "failed")
+        except IntegrityError as exc:
+            self.journal.update(record.id, status="failed", error_code=exc.code, error_message=exc.message)
+            return self._outcome_failed(record, exc, "failed")
+        except CloudputError as exc:
+            self.journal.update(record.id, status="interrupted", error_code=exc.code,
+                                error_message=exc.message)
+            return self._outcome_failed(record, exc, "interrupted")
+        except BaseException as exc:
+            self.journal.update(record.id, status="interrupted", error_code="internal",
+                                error_message=str(exc))
+            raise
+        return self._finish(record, verified)
+
+    def _outcome_failed(self, record: UploadRecord, exc: CloudputError, status: str) -> Outcome:
+        self.subscriber.upload_finished(record.id, status)
+        log.info("upload %s %s: %s", record.id, status, exc.message)
+        return Outcome(record.source_path, record.uri, status, self.journal.get(record.id), exc,
+                       exc.exit_code)
+
+    def _check_source(self, record: UploadRecord) -> None:
+        current = fingerprint(record.source_path)
+        if current != fingerprint_of(record):
+            raise SourceChangedError(
+                f"source {record.source_path} changed since upload {record.id} was journaled",
+                hint="the old upload is aborted; run `cloudput upload` again to start fresh",
+            )
+
+    def _fail_changed(self, record: UploadRecord, exc: SourceChangedError) -> None:
+        if record.session and record.strategy != "single":
+            provider = self.provider_for(record)
+            try:
+                self._retry("abort", provider.abort, spec_of(record), record.session)
+            except CloudputError as abort_exc:
+                log.warning("could not abort upload %s at the provider: %s", record.id, abort_exc)
+        self.journal.update(record.id, status="failed", error_code="source_changed",
+                            error_message=exc.message)
+
+    def _finish(self, record: UploadRecord, verified: Verified) -> Outcome:
+        completed_at = utc_now()
+        attachment = Attachment(record.id, record.id, record.name, record.mime, record.size_bytes,
+                                record.storage_url)
+        self.journal.mark_completed(
+            record.id,
+            attachment,
+            completed_at=completed_at,
+            checksum_value=verified.value,
+            checksum_verified=verified.verified,
+            error_code=None,
+            error_message=None,
+        )
+        self.subscriber.upload_finished(record.id, "completed")
+        log.info("upload %s completed: %s", record.id, record.uri)
+        return Outcome(record.source_path, record.uri, "completed", self.journal.get(record.id))
+
+    def _send(self, record: UploadRecord) -> Verified:
+        provider = self.provider_for(record)
+        with SourceReader(record.source_path, fingerprint_of(record)) as reader:
+            if record.strategy == "single":
+                return self._send_single(record, provider, reader)
+            try:
+                return self._send_parts(record, provider, reader)
+            except UploadGoneError:
+                self.subscriber.notice(f"upload {record.id} vanished at the provider; starting over")
+                self._start_over(record)
+                return self._send_parts(self.journal.get(record.id), provider, reader)
+
+    def _send_single(self, record: UploadRecord, provider: Provider, reader: SourceReader) -> Verified:
+        self.subscriber.upload_started(record.id, record.uri, record.size_bytes, 0)
+        digest = self._whole_digest(record, reader, record.size_bytes)
+        expected = Expected(record.size_bytes, (digest,) if digest else (), (digest,) if digest else ())
+        self._acquire_budget()
+        try:
+            verified = self._retry(
+                f"upload of {record.uri}", provider.put_single, spec_of(record),
+                RangeBody(reader, 0, record.size_bytes), digest,
+            )
+        finally:
+            self._budget.release()
+        self._check_verified(record, verified, expected)
+        self.subscriber.bytes_done(record.id, record.size_bytes)
+        return verified
+
+    def _whole_digest(self, record: UploadRecord, reader: SourceReader, end: int) -> Digest | None:
+        if record.checksum_algorithm == "none":
+            return None
+        hasher = RunningDigest(record.checksum_algorithm)
+        self._hash_range(hasher, reader, 0, end)
+        return hasher.digest()
+
+    @staticmethod
+    def _hash_range(hasher: RunningDigest, reader: SourceReader, start: int, end: int) -> None:
+        for offset in range(start, end, HASH_READ_BYTES):
+            hasher.update(reader.read(offset, min(HASH_READ_BYTES, end - offset)))
+
+    def _check_verified(self, record: UploadRecord, verified: Verified, expected: Expected) -> None:
+        if verified.remote.size_bytes != expected.size_bytes:
+            raise IntegrityError(
+                f"{record.uri} holds {verified.remote.size_bytes} bytes, expected "
+                f"{expected.size_bytes}",
+                hint=f"the object is not what {record.source_path} holds; upload it again",
+                code="size_mismatch",
+            )
+
+    def _start_over(self, record: UploadRecord) -> None:
+        self.journal.forget_parts(record.id)
+        self.journal.update(record.id, session=None)
+
+    def _open_session(self, record: UploadRecord, provider: Provider) -> tuple[str, dict[int, Receipt]]:
+        spec = spec_of(record)
+        parts = self._plan_parts(record)
+        if record.session:
+            try:
+                held = self._retry(f"listing parts of {record.uri}", provider.held_parts, spec,
+                                   record.session, parts)
+                return record.session, self._reconcile(record, held)
+            except UploadGoneError:
+                self.subscriber.notice(
+                    f"upload {record.id}: the provider no longer knows it; starting over from part 1")
+                self._start_over(record)
+        session = self._retry(f"starting {record.uri}", provider.start, spec, record.part_size_bytes)
+        self.journal.update(record.id, session=session)
+        return session, {}
+
+    def _reconcile(self, record: UploadRecord, held: dict[int, Receipt]) -> dict[int, Receipt]:
+        """Make the journal agree with what the provider holds; the provider wins."""
+        journaled = {row.number: row for row in self.journal.parts(record.id)}
+        self.journal.forget_parts(record.id, keep=set(held))
+        merged: dict[int, Receipt] = {}
+        for number, receipt in held.items():
+            row = journaled.get(number)
+            checksum = receipt.checksum or (row.checksum if row else None)
+            merged[number] = Receipt(number, receipt.etag, receipt.size_bytes, checksum)
+            if row is None or row.etag != receipt.etag:
+                part = self._plan_part(record, number)
+                self.journal.record_part(record.id, PartRow(
+                    record.id, number, part.offset, part.size_bytes, receipt.etag, checksum, utc_now()))
+        return merged
+
+    @staticmethod
+    def _plan_parts(record: UploadRecord) -> list[PartSpec]:
+        return [Engine._plan_part(record, n) for n in range(1, record.part_count + 1)]
+
+    @staticmethod
+    def _plan_part(record: UploadRecord, number: int) -> PartSpec:
+        offset = (number - 1) * record.part_size_bytes
+        return PartSpec(number, offset, min(record.part_size_bytes, record.size_bytes - offset))
+
+    def _send_parts(self, record: UploadRecord, provider: Provider, reader: SourceReader) -> Verified:
+        session, held = self._open_session(record, provider)
+        record = self.journal.get(record.id)
+        missing = [part for part in self._plan_parts(record) if part.number not in held]
+        held_bytes = sum(r.size_bytes for r in held.values())
+        self.subscriber.upload_started(record.id, record.uri, record.size_bytes, held_bytes)
+        if held:
+            log.info("upload %s resumes: %d of %d parts held", record.id, len(held), record.part_count)
+        if provider.limits.is_sequential:
+            sent, whole = self._send_in_order(record, provider, session, reader, missing)
+        else:
+            sent, whole = self._send_concurrently(record, provider, session, reader, missing), ()
+        receipts = {**held, **sent}
+        return self._complete(record, provider, session, reader, receipts, whole)
+
+    def _complete(
+        self,
+        record: UploadRecord,
+        provider: Provider,
+        session: str,
+        reader: SourceReader,
+        receipts: dict[int, Receipt],
+        whole: tuple[Digest, ...],
+    ) -> Verified:
+        ordered = [receipts[number] for number in sorted(receipts)]
+        if len(ordered) != record.part_count:
+            raise TransientError(f"{record.uri}: {record.part_count - len(ordered)} parts not sent")
+        reader.check_unchanged()
+        part_digests = self._part_digests(record, reader, ordered)
+        expected = Expected(record.size_bytes, part_digests, whole)
+        verified = self._retry(f"completing {record.uri}", provider.complete, spec_of(record),
+                               session, ordered, expected)
+        self._check_verified(record, verified, expected)
+        return verified
+
+    def _part_digests(
+        self, record: UploadRecord, reader: SourceReader, ordered: list[Receipt]
+    ) -> tuple[Digest, ...]:
+        if record.checksum_algorithm == "none":
+            return ()
+        digests = []
+        for receipt in ordered:
+            if receipt.checksum:
+                digests.append(Digest(record.checksum_algorithm, receipt.checksum))
+                continue
+            part = self._plan_part(record, receipt.number)
+            digest = digest_of(reader.read(part.offset, part.size_bytes), record.checksum_algorithm)
+            assert digest is not None
+            digests.append(digest)
+        return tuple(digests)
+
+    def _send_concurrently(
+        self,
+        record: UploadRecord,
+        provider: Provider,
+        session: str,
+        reader: SourceReader,
+        missing: list[PartSpec],
+    ) -> dict[int, Receipt]:
+        failed = threading.Event()
+        futures: list[Future[Receipt]] = []
+        for part in missing:
+            if failed.is_set() or self.stop.is_set():
+                break
+            if not self._acquire_budget(failed):
+                break
+            futures.append(self._parts.submit(
+                self._send_part_released, record, provider, session, reader, part, failed))
+        return self._collect(futures)
+
+    def _collect(self, futures: list[Future[Receipt]]) -> dict[int, Receipt]:
+        receipts: dict[int, Receipt] = {}
+        errors: list[BaseException] = []
+        for future in futures:
+            try:
+                receipt = future.result()
+                receipts[receipt.number] = receipt
+            except BaseException as exc:
+                errors.append(exc)
+        if errors:
+            raise _most_severe(errors)
+        if self.stop.is_set():
+            raise self.stop.error or InterruptedRunError(130)
+        return receipts
+
+    def _acquire_budget(self, failed: threading.Event | None = None) -> bool:
+        while not self._budget.acquire(timeout=0.2):
+            if self.stop.is_set() or (failed is not None and failed.is_set()):
+                return False
+        return True
+
+    def _send_part_released(
+        self,
+        record: UploadRecord,
+        provider: Provider,
+        session: str,
+        reader: SourceReader,
+        part: PartSpec,
+        failed: threading.Event,
+    ) -> Receipt:
+        try:
+            body = reader.read(part.offset, part.size_bytes)
+            digest = digest_of(body, record.checksum_algorithm)
+            return self._send_one(record, provider, session, part, body, digest)
+        except BaseException:
+            failed.set()
+            raise
+        finally:
+            self._budget.release()
+
+    def _send_one(
+        self,
+        record: UploadRecord,
+        provider: Provider,
+        session: str,
+        part: PartSpec,
+        body: bytes,
+        digest: Digest | None,
+    ) -> Receipt:
+        started = time.monotonic()
+        receipt = self._retry(f"part {part.number} of {record.uri}", provider.send_part,
+                              spec_of(record), session, part, body, digest)
+        checksum = digest.value_b64 if digest else receipt.checksum
+        self.journal.record_part(record.id, PartRow(
+            record.id, part.number, part.offset, part.size_bytes, receipt.etag, checksum, utc_now()))
+        log.debug("upload %s part %d: %d bytes in %.3fs", record.id, part.number,
+                  part.size_bytes, time.monotonic() - started)
+        self.subscriber.bytes_done(record.id, part.size_bytes)
+        return Receipt(part.number, receipt.etag, part.size_bytes, checksum)
+
+    def _send_in_order(
+        self,
+        record: UploadRecord,
+        provider: Provider,
+        session: str,
+        reader: SourceReader,
+        missing: list[PartSpec],
+    ) -> tuple[dict[int, Receipt], tuple[Digest, ...]]:
+        hasher = RunningDigest(record.checksum_algorithm) if record.checksum_algorithm != "none" else None
+        first_offset = missing[0].offset if missing else record.size_bytes
+        if hasher:
+            self._hash_range(hasher, reader, 0, first_offset)
+        receipts: dict[int, Receipt] = {}
+        for part in missing:
+            if self.stop.is_set():
+                raise self.stop.error or InterruptedRunError(130)
+            self._acquire_budget()
+            try:
+                body = reader.read(part.offset, part.size_bytes)
+                digest = digest_of(body, record.checksum_algorithm)
+                if hasher:
+                    hasher.update(body)
+                receipts[part.number] = self._send_one(record, provider, session, part, body, digest)
+            finally:
+                self._budget.release()
+        return receipts, (hasher.digest(),) if hasher else ()
+
+    # ----- retries ----------------------------------------------------------------
+
+    def _retry(self, what: str, call: Callable[..., T], *args: Any) -> T:
+        """Call with the run's retry policy; give up with ``RetriesExhaustedError``."""
+        attempts = self.options.retries + 1
+        retrying = Retrying(
+            stop=stop_after_attempt(attempts),
+            wait=wait_exponential_jitter(
+                initial=self.options.retry_base_delay_s, max=self.options.retry_max_delay_s
+            ),
+            retry=retry_if_exception(lambda exc: _is_retryable(exc) and not self.stop.is_set()),
+            sleep=self._sleep,
+            before_sleep=lambda state: log.debug(
+                "%s: attempt %d failed (%s); retrying", what, state.attempt_number,
+                state.outcome.exception() if state.outcome else "?",
+            ),
+            reraise=True,
+        )
+        try:
+            return retrying(call, *args)
+        except (UploadGoneError, PresignExpiredError):
+            raise
+        except TransientError as exc:
+            if self.stop.is_set() and self.stop.error is not None:
+                raise self.stop.error from exc
+            count = retrying.statistics.get("attempt_number", attempts)
+            raise RetriesExhaustedError(
+                f"{what} failed after {count} attempts: {exc.message}",
+                hint="the upload is kept; run `cloudput resume --all` later",
+                code=exc.code if exc.code != "transient" else "retries_exhausted",
+            ) from exc
+
+
+def _is_retryable(exc: BaseException) -> bool:
+    return isinstance(exc, TransientError) and not isinstance(exc, UploadGoneError)
+
+
+_SEVERITY = (InterruptedRunError, IntegrityError, SourceChangedError, UploadGoneError)
+
+
+def _most_severe(errors: list[BaseException]) -> BaseException:
+    for kind in _SEVERITY:
+        for exc in errors:
+            if isinstance(exc, kind):
+                return exc
+    for exc in errors:
+        if not isinstance(exc, CloudputError):
+            return exc
+    return errors[0]
+
+
+def guess_content_type(path: str) -> str:
+    import mimetypes
+
+    guessed, _ = mimetypes.guess_type(path, strict=False)
+    return guessed or "application/octet-stream"

@@ -1,0 +1,349 @@
+"""The local SQLite journal: upload records, part checkpoints, attachments and holds.
+
+Owns every SQL statement in cloudput. It stores no credentials, presigned URLs or SAS
+tokens; a GCS session URL (a bearer secret) may sit in ``uploads.session``, which is why
+the file is created with mode 0600.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import secrets
+import sqlite3
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, fields, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from cloudput.errors import JournalError, UsageError
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+UNFINISHED = ("initiated", "in_progress", "interrupted")
+STATUSES = ("initiated", "in_progress", "interrupted", "completed", "skipped", "failed", "aborted")
+
+
+def utc_now() -> str:
+    """The current time as ISO 8601 with ``Z``, to the millisecond."""
+    now = datetime.now(timezone.utc)
+    return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
+
+
+def new_upload_id() -> str:
+    """A fresh upload id: 12 hex characters (fixed width; Azure block ids carry it)."""
+    return secrets.token_hex(6)
+
+
+@dataclass(frozen=True)
+class UploadRecord:
+    """One upload: a source, a target, the plan, and where it stands."""
+
+    id: str
+    provider: str
+    bucket: str
+    key: str
+    uri: str
+    storage_url: str
+    name: str
+    size_bytes: int
+    mime: str
+    strategy: str
+    part_size_bytes: int
+    part_count: int
+    status: str
+    initiated_at: str
+    source_path: str
+    source_size_bytes: int
+    source_mtime_ns: int
+    source_inode: int
+    checksum_algorithm: str = "md5"
+    checksum_value: str | None = None
+    checksum_verified: str | None = None
+    session: str | None = None
+    completed_at: str | None = None
+    expires_at: str | None = None
+    updated_at: str | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    endpoint_url: str | None = None
+    region: str | None = None
+    tenant: str | None = None
+    cache_control: str | None = None
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    storage_class: str | None = None
+    account: str | None = None
+
+    def with_changes(self, **changes: Any) -> UploadRecord:
+        return replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class PartRow:
+    """A part the provider acknowledged: number, range, receipt and digest."""
+
+    upload_id: str
+    number: int
+    offset: int
+    size_bytes: int
+    etag: str
+    checksum: str | None
+    completed_at: str
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """The chat-attachment view of a completed upload."""
+
+    id: str
+    upload_id: str
+    name: str
+    mime_type: str
+    size: int
+    url: str
+
+
+_UPLOAD_COLUMNS = {f.name for f in fields(UploadRecord)}
+
+
+class Journal:
+    """A journal file; safe to share between threads of one process."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._lock = threading.RLock()
+        self._holds: dict[str, int] = {}
+        self._conn = _connect(path)
+        self.db = sqlite_utils.Database(self._conn)
+        with self._guard():
+            _migrate(self.db)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str]) -> Journal:
+        """Open (creating with mode 0600) the journal at ``path``; raise ``JournalError``."""
+        journal_path = Path(path).expanduser()
+        log.info("journal: %s", journal_path)
+        return cls(journal_path)
+
+    def close(self) -> None:
+        with self._lock:
+            for upload_id in list(self._holds):
+                self.release(upload_id)
+            self._conn.close()
+
+    @contextmanager
+    def _guard(self) -> Iterator[None]:
+        with self._lock:
+            try:
+                yield
+            except sqlite3.DatabaseError as exc:
+                raise _journal_error(self.path, exc) from exc
+
+    def add(self, record: UploadRecord) -> None:
+        """Insert a new upload record."""
+        with self._guard(), self._conn:
+            self.db["uploads"].insert(_to_row(record))
+
+    def get(self, upload_id: str) -> UploadRecord:
+        """Return the record, or raise ``UsageError`` for an unknown id."""
+        with self._guard():
+            rows = list(self.db["uploads"].rows_where("id = ?", [upload_id]))
+        if not rows:
+            raise UsageError(f"unknown upload id {upload_id!r}", hint="see `cloudput list`")
+        return _from_row(rows[0])
+
+    def find(self, status: str | None = None) -> list[UploadRecord]:
+        """Records, oldest first, optionally with one status."""
+        where, args = ("status = ?", [status]) if status else (None, [])
+        with self._guard():
+            rows = list(self.db["uploads"].rows_where(where, args, order_by="initiated_at, rowid"))
+        return [_from_row(row) for row in rows]
+
+    def find_unfinished(self, source_path: str, uri: str, endpoint_url: str | None) -> list[UploadRecord]:
+        """Unfinished uploads of this source to this target, newest first."""
+        marks = ", ".join("?" for _ in UNFINISHED)
+        where = f"source_path = ? AND uri = ? AND status IN ({marks}) AND endpoint_url IS ?"
+        with self._guard():
+            rows = self.db["uploads"].rows_where(
+                where, [source_path, uri, *UNFINISHED, endpoint_url], order_by="rowid desc"
+            )
+            return [_from_row(row) for row in rows]
+
+    def update(self, upload_id: str, **changes: Any) -> None:
+        """Change fields of a record (commits at once)."""
+        row = _to_row_fields(changes)
+        row["updated_at"] = utc_now()
+        with self._guard(), self._conn:
+            self.db["uploads"].update(upload_id, row)
+
+    def record_part(self, upload_id: str, row: PartRow) -> None:
+        """Checkpoint one acknowledged part; committed before the call returns."""
+        with self._guard(), self._conn:
+            self.db["parts"].upsert(asdict(row), pk=("upload_id", "number"))
+
+    def parts(self, upload_id: str) -> list[PartRow]:
+        with self._guard():
+            rows = self.db["parts"].rows_where("upload_id = ?", [upload_id], order_by="number")
+            return [PartRow(**row) for row in rows]
+
+    def forget_parts(self, upload_id: str, keep: set[int] | None = None) -> None:
+        """Drop part rows (all, or all but ``keep``): the provider no longer holds them."""
+        with self._guard(), self._conn:
+            for row in self.parts(upload_id):
+                if keep is None or row.number not in keep:
+                    self._conn.execute(
+                        "DELETE FROM parts WHERE upload_id = ? AND number = ?",
+                        (upload_id, row.number),
+                    )
+
+    def mark_completed(self, upload_id: str, attachment: Attachment, **changes: Any) -> None:
+        """Mark an upload completed and write its attachment in one transaction."""
+        row = _to_row_fields(changes)
+        row.update(status="completed", updated_at=utc_now())
+        with self._guard(), self._conn:
+            self.db["uploads"].update(upload_id, row)
+            self.db["attachments"].upsert(asdict(attachment), pk="id")
+
+    def attachments(self) -> list[Attachment]:
+        with self._guard():
+            rows = self.db["attachments"].rows_where(order_by="rowid")
+            return [Attachment(**row) for row in rows]
+
+    def hold(self, upload_id: str) -> bool:
+        """Take the upload for this process; False if a live process holds it.
+
+        The hold is an advisory lock on a file beside the journal, so it dies with the
+        process: after a SIGKILL the upload can be resumed at once.
+        """
+        with self._lock:
+            if upload_id in self._holds:
+                return True
+            fd = os.open(self._lock_path(upload_id), os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                return False
+            self._holds[upload_id] = fd
+            return True
+
+    def release(self, upload_id: str) -> None:
+        with self._lock:
+            fd = self._holds.pop(upload_id, None)
+        if fd is not None:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    def is_held_elsewhere(self, upload_id: str) -> bool:
+        """True if another live process holds the upload."""
+        if upload_id in self._holds:
+            return False
+        if not self.hold(upload_id):
+            return True
+        self.release(upload_id)
+        return False
+
+    def _lock_path(self, upload_id: str) -> Path:
+        locks = self.path.parent / (self.path.name + ".locks")
+        locks.mkdir(mode=0o700, exist_ok=True)
+        return locks / f"{upload_id}.lock"
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        os.close(fd)
+        conn = sqlite3.connect(path, timeout=30, check_same_thread=False, isolation_level=None)
+        conn.execute("PRAGMA busy_timeout = 30000")
+        if conn.execute("PRAGMA quick_check").fetchone()[0] != "ok":
+            raise sqlite3.DatabaseError("quick_check failed")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+    except OSError as exc:
+        raise JournalError(
+            f"cannot open journal {path}: {exc.strerror}",
+            hint="check the path and its permissions, or pass --journal",
+        ) from exc
+    except sqlite3.DatabaseError as exc:
+        raise _journal_error(path, exc) from exc
+    return conn
+
+
+def _journal_error(path: Path, exc: sqlite3.DatabaseError) -> JournalError:
+    return JournalError(
+        f"journal {path} is corrupt or unreadable ({exc})",
+        hint="move it aside and run again; uploads it held can be found with `cloudput cleanup`",
+    )
+
+
+def _migrate(db: sqlite_utils.Database) -> None:
+    meta = db["meta"]
+    if not meta.exists():
+        meta.create({"key": str, "value": str}, pk="key")
+    rows = {row["key"]: row["value"] for row in meta.rows}
+    version = int(rows.get("schema_version", "0"))
+    if version > SCHEMA_VERSION:
+        raise JournalError(
+            f"journal {db.conn.execute('PRAGMA database_list').fetchone()[2]} is from a newer "
+            f"cloudput (schema {version}, this one knows {SCHEMA_VERSION})",
+            hint="upgrade cloudput, or pass --journal with another file",
+        )
+    if version < 1:
+        _create_v1(db)
+        meta.upsert({"key": "schema_version", "value": str(SCHEMA_VERSION)}, pk="key")
+
+
+def _create_v1(db: sqlite_utils.Database) -> None:
+    columns: dict[str, Any] = {}
+    for f in fields(UploadRecord):
+        columns[f.name] = int if f.type in ("int",) else str
+    db["uploads"].create(columns, pk="id", not_null={"provider", "bucket", "key", "status"})
+    db["uploads"].create_index(["status"])
+    db["uploads"].create_index(["source_path", "uri"])
+    db["parts"].create(
+        {
+            "upload_id": str,
+            "number": int,
+            "offset": int,
+            "size_bytes": int,
+            "etag": str,
+            "checksum": str,
+            "completed_at": str,
+        },
+        pk=("upload_id", "number"),
+        foreign_keys=[("upload_id", "uploads", "id")],
+    )
+    db["attachments"].create(
+        {"id": str, "upload_id": str, "name": str, "mime_type": str, "size": int, "url": str},
+        pk="id",
+        foreign_keys=[("upload_id", "uploads", "id")],
+    )
+
+
+def _to_row_fields(changes: Mapping[str, Any]) -> dict[str, Any]:
+    unknown = set(changes) - _UPLOAD_COLUMNS
+    if unknown:
+        raise ValueError(f"unknown upload fields {sorted(unknown)}")
+    row = dict(changes)
+    if "metadata" in row:
+        row["metadata"] = json.dumps(dict(row["metadata"]), sort_keys=True)
+    return row
+
+
+def _to_row(record: UploadRecord) -> dict[str, Any]:
+    return _to_row_fields(asdict(record))
+
+
+def _from_row(row: Mapping[str, Any]) -> UploadRecord:
+    values = {name: row[name] for name in _UPLOAD_COLUMNS if name in row}
+    values["metadata"] = json.loads(values.get("metadata") or "{}")
+    return UploadRecord(**values)
