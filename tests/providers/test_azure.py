@@ -11,13 +11,13 @@ import hashlib
 import io
 import os
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import BinaryIO
 
 import pytest
 import requests
 from azure.core.exceptions import HttpResponseError
 from azure.storage.blob import BlobClient, BlobServiceClient
-from tests.backends import Backend
 
 from cloudput.errors import (
     BadDigestError,
@@ -40,7 +40,9 @@ from cloudput.providers.base import (
     ObjectSpec,
     PartSpec,
     ProviderSettings,
+    Receipt,
 )
+from tests.backends import Backend
 
 UPLOAD_ID = "0123456789ab"
 
@@ -459,4 +461,23 @@ def test_many_small_blocks_commit_with_equal_length_ids(
     committed, uncommitted = raw_blob(azure, spec.target.key).get_block_list("all")
     assert len(committed) == count
     assert uncommitted == []
+    assert azure.read(spec.target.key) == data
+
+
+def test_blocks_sent_from_several_threads_commit_in_file_order(
+    azure: Backend, provider: AzureProvider
+) -> None:
+    data = os.urandom(8 * MIB + 3)
+    parts = plan(len(data), MIB)
+    spec = spec_for(azure, "threads/eight.bin", len(data))
+    session = provider.start(spec, MIB)
+
+    def send(part: PartSpec) -> Receipt:
+        body = data[part.offset : part.end]
+        return provider.send_part(spec, session, part, body, md5(body))
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        receipts = list(pool.map(send, reversed(parts)))
+    provider.complete(spec, session, receipts, Expected(len(data)))
+
     assert azure.read(spec.target.key) == data
