@@ -19,6 +19,7 @@ import requests
 from azure.core.exceptions import HttpResponseError
 from azure.storage.blob import BlobClient, BlobServiceClient
 
+from cloudput.engine.plan import make_plan
 from cloudput.errors import (
     BadDigestError,
     BucketNotFoundError,
@@ -481,3 +482,12 @@ def test_blocks_sent_from_several_threads_commit_in_file_order(
     provider.complete(spec, session, receipts, Expected(len(data)))
 
     assert azure.read(spec.target.key) == data
+
+
+def test_limits_plan_a_200_gb_file_within_50000_blocks() -> None:
+    size_bytes = 50_000 * 4 * MIB + 1  # BC-21
+
+    planned = make_plan(size_bytes, AZURE_LIMITS, part_size_bytes=4 * MIB)
+
+    assert planned.part_count <= AZURE_LIMITS.max_parts
+    assert planned.part_size_bytes <= AZURE_LIMITS.max_part_size_bytes
