@@ -53,6 +53,7 @@ def resume(
         options = TransferOptions(
             concurrency=concurrency,
             retries=retries,
+            retry_base_delay_s=tuning["retry_base_delay_s"],  # type: ignore[arg-type]
             timeout_s=tuning["timeout_s"] or 60.0,  # type: ignore[arg-type]
             max_duration_s=tuning["max_duration_s"],  # type: ignore[arg-type]
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Annotated
 
 import typer
@@ -18,8 +19,11 @@ from cloudput.cli.transfer import run_engine
 from cloudput.engine.plan import DEFAULT_MULTIPART_THRESHOLD_BYTES, check_part_size
 from cloudput.engine.runner import TransferOptions
 from cloudput.engine.sources import expand_sources
-from cloudput.errors import UsageError
+from cloudput.errors import ConfigError, UsageError
 from cloudput.keys import parse_target
+from cloudput.units import parse_duration
+
+DEFAULT_RETRY_BASE_DELAY_S = 0.5
 
 
 def tuning_options(
@@ -33,9 +37,22 @@ def tuning_options(
     return {
         "concurrency": concurrency,
         "retries": retries,
+        "retry_base_delay_s": retry_base_delay(),
         "max_duration_s": duration_option(max_duration, "--max-duration"),
         "timeout_s": duration_option(timeout, "--timeout"),
     }
+
+
+def retry_base_delay() -> float:
+    """CLOUDPUT_RETRY_BASE_DELAY (seconds, or a duration such as 2s): the first retry's
+    wait, doubled on each further attempt. Default 0.5 s; tests make it short."""
+    text = os.environ.get("CLOUDPUT_RETRY_BASE_DELAY")
+    if not text:
+        return DEFAULT_RETRY_BASE_DELAY_S
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise ConfigError(f"CLOUDPUT_RETRY_BASE_DELAY: {exc}") from exc
 
 
 @with_globals
@@ -71,6 +88,7 @@ def upload(
     options = TransferOptions(
         concurrency=concurrency,
         retries=retries,
+        retry_base_delay_s=tuning["retry_base_delay_s"],  # type: ignore[arg-type]
         timeout_s=tuning["timeout_s"] or 60.0,  # type: ignore[arg-type]
         part_size_bytes=part_size_bytes,
         threshold_bytes=threshold or DEFAULT_MULTIPART_THRESHOLD_BYTES,

@@ -685,7 +685,9 @@ class Engine:
         retrying = Retrying(
             stop=stop_after_attempt(attempts),
             wait=wait_exponential_jitter(
-                initial=self.options.retry_base_delay_s, max=self.options.retry_max_delay_s
+                initial=self.options.retry_base_delay_s,
+                max=self.options.retry_max_delay_s,
+                jitter=self.options.retry_base_delay_s,  # scales with the base delay
             ),
             retry=retry_if_exception(lambda exc: _is_retryable(exc) and not self.stop.is_set()),
             sleep=self._sleep,
