@@ -10,6 +10,6 @@ fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e '.[test]'
 if command -v npm >/dev/null 2>&1; then
-  npm install --silent --no-audit --no-fund >/dev/null
+  npm ci --no-audit --no-fund --loglevel=error
 fi
 exec .venv/bin/python scripts/demo.py "$@"

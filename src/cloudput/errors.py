@@ -170,7 +170,8 @@ class InterruptedRunError(CloudputError):
     code = "interrupted"
 
     def __init__(self, signal_exit_code: int):
-        super().__init__("interrupted")
+        name = {EXIT_SIGINT: "SIGINT", EXIT_SIGTERM: "SIGTERM"}.get(signal_exit_code, "a signal")
+        super().__init__(f"stopped by {name}", hint="the upload is kept; `cloudput resume` it")
         self.exit_code = signal_exit_code
 
 

@@ -61,7 +61,7 @@ def show(
         return
     for key in ("id", "status", "source", "uri", "url", "size", "mimeType", "parts",
                 "part_size", "initiated_at", "completed_at"):
-        print(f"{key:>13}: {data[key]}")
+        print(f"{key:>13}: {'-' if data[key] is None else data[key]}")
     print(f"{'checksum':>13}: {data['checksum']['algorithm']} {data['checksum']['value']} "
           f"(verified: {data['checksum']['verified']})")
     if data["error"]:
