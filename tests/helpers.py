@@ -11,6 +11,8 @@ import hashlib
 import io
 import json
 import os
+import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -95,7 +97,9 @@ def process_env(extra: Mapping[str, str]) -> dict[str, str]:
     return {**os.environ, **extra}
 
 
-def start_cloudput(args: Sequence[str], env: Mapping[str, str]) -> subprocess.Popen[str]:
+def start_cloudput(
+    args: Sequence[str], env: Mapping[str, str]
+) -> subprocess.Popen[str]:
     """Start a real cloudput process; `env` is merged over os.environ."""
     return subprocess.Popen(
         cloudput_command(args),
@@ -171,3 +175,38 @@ def parts_of(upload_id: str, path: Path | None = None) -> list[PartRow]:
         return journal.parts(upload_id)
     finally:
         journal.close()
+
+
+def journaled_part_count(path: Path | None = None) -> int:
+    """Part rows in the journal, read-only: safe while a cloudput process creates it."""
+    where = path or journal_path()
+    try:
+        with contextlib.closing(
+            sqlite3.connect(f"file:{where}?mode=ro", uri=True, timeout=5)
+        ) as conn:
+            return int(conn.execute("SELECT count(*) FROM parts").fetchone()[0])
+    except sqlite3.Error:
+        return 0  # no file or no table yet
+
+
+def kill_after_parts(
+    process: subprocess.Popen[str],
+    parts: int,
+    sig: int = signal.SIGKILL,
+    timeout_s: float = 60.0,
+) -> CliResult:
+    """Send `sig` once the journal holds `parts` part rows; return its output.
+
+    Fails the test if the process ended before that (it finished too fast to kill).
+    """
+
+    def ready() -> bool:
+        if process.poll() is not None:
+            raise AssertionError(
+                f"cloudput ended (exit {process.returncode}) before the kill"
+            )
+        return journaled_part_count() >= parts
+
+    wait_until(ready, timeout_s)
+    process.send_signal(sig)
+    return finish(process)
