@@ -685,7 +685,7 @@ class Engine:
         retrying = Retrying(
             stop=stop_after_attempt(attempts),
             wait=wait_exponential_jitter(
-                initial=self.options.retry_base_delay_s,
+                multiplier=self.options.retry_base_delay_s,
                 max=self.options.retry_max_delay_s,
                 jitter=self.options.retry_base_delay_s,  # scales with the base delay
             ),
