@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
 import shutil
 import signal
@@ -27,8 +26,13 @@ from tests.emulators import Azurite, GcsEmulator, MotoServer  # noqa: E402
 
 CONCURRENCY = 4
 KILL_AFTER_PARTS = 6
-SMALL_FILES = {"README.txt": 1_200, "config/app.json": 5_000, "img/logo.png": 120_000,
-               "img/empty.gif": 0, "notes/2026/december.md": 70_000}
+SMALL_FILES = {
+    "README.txt": 1_200,
+    "config/app.json": 5_000,
+    "img/logo.png": 120_000,
+    "img/empty.gif": 0,
+    "notes/2026/december.md": 70_000,
+}
 
 
 def make_data(root: Path, big_mib: int) -> dict[str, Path]:
@@ -49,7 +53,9 @@ def make_data(root: Path, big_mib: int) -> dict[str, Path]:
 
 
 def cloudput(args: list[str], env: dict[str, str], **kwargs) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "cloudput", *args], env=env, **kwargs)
+    return subprocess.Popen(
+        [sys.executable, "-m", "cloudput", *args], env=env, **kwargs
+    )
 
 
 def journal_parts(journal: Path) -> tuple[str | None, int]:
@@ -58,35 +64,54 @@ def journal_parts(journal: Path) -> tuple[str | None, int]:
         return None, 0
     try:
         with sqlite3.connect(f"file:{journal}?mode=ro", uri=True, timeout=1) as db:
-            row = db.execute("SELECT id FROM uploads WHERE name = 'dataset.bin' "
-                             "AND status = 'in_progress'").fetchone()
+            row = db.execute(
+                "SELECT id FROM uploads WHERE name = 'dataset.bin' "
+                "AND status = 'in_progress'"
+            ).fetchone()
             if row is None:
                 return None, 0
-            count = db.execute("SELECT count(*) FROM parts WHERE upload_id = ?", row).fetchone()
+            count = db.execute(
+                "SELECT count(*) FROM parts WHERE upload_id = ?", row
+            ).fetchone()
             return row[0], count[0]
     except sqlite3.Error:
         return None, 0
 
 
-def run_provider(name: str, emulator, data: Path, files: dict[str, Path], work: Path) -> bool:
-    backend = {"s3": S3Backend, "gcs": GcsBackend, "azure": AzureBackend}[name](emulator)
+def run_provider(
+    name: str, emulator, data: Path, files: dict[str, Path], work: Path
+) -> bool:
+    backend = {"s3": S3Backend, "gcs": GcsBackend, "azure": AzureBackend}[name](
+        emulator
+    )
     backend.create_bucket()
     journal = work / f"{name}.journal.db"
     env = {**os.environ, **backend.env, "CLOUDPUT_JOURNAL": str(journal)}
     target = backend.uri("demo/")
-    print(f"\n== {name}: cloudput upload {data} {target} --concurrency {CONCURRENCY}", flush=True)
-    first = cloudput(["upload", str(data), target, "--concurrency", str(CONCURRENCY)], env)
+    print(
+        f"\n== {name}: cloudput upload {data} {target} --concurrency {CONCURRENCY}",
+        flush=True,
+    )
+    first = cloudput(
+        ["upload", str(data), target, "--concurrency", str(CONCURRENCY)], env
+    )
     upload_id, held = None, 0
     deadline = time.monotonic() + 300
-    while first.poll() is None and held < KILL_AFTER_PARTS and time.monotonic() < deadline:
+    while (
+        first.poll() is None and held < KILL_AFTER_PARTS and time.monotonic() < deadline
+    ):
         upload_id, held = journal_parts(journal)
         time.sleep(0.02)
     if first.poll() is not None:
-        print(f"   the upload finished before it could be killed (exit {first.returncode})")
+        print(
+            f"   the upload finished before it could be killed (exit {first.returncode})"
+        )
         return False
     first.send_signal(signal.SIGKILL)
     first.wait()
-    print(f"== {name}: SIGKILLed upload {upload_id} after {held} parts were checkpointed")
+    print(
+        f"== {name}: SIGKILLed upload {upload_id} after {held} parts were checkpointed"
+    )
     print(f"== {name}: cloudput resume --all -v", flush=True)
     resumed = cloudput(["resume", "--all", "-v"], env)
     if resumed.wait() != 0:
@@ -102,14 +127,18 @@ def verify(name: str, backend, files: dict[str, Path], prefix: str) -> bool:
         local = hashlib.sha256(path.read_bytes()).hexdigest()
         same = remote is not None and hashlib.sha256(remote).hexdigest() == local
         ok &= same
-        print(f"   {'identical' if same else 'DIFFERENT'}  {prefix + relative} "
-              f"({path.stat().st_size:,} bytes, sha256 {local[:16]}...)")
+        print(
+            f"   {'identical' if same else 'DIFFERENT'}  {prefix + relative} "
+            f"({path.stat().st_size:,} bytes, sha256 {local[:16]}...)"
+        )
     return ok
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--big-mib", type=int, default=300, help="size of the large file")
+    parser.add_argument(
+        "--big-mib", type=int, default=300, help="size of the large file"
+    )
     parser.add_argument("--providers", default="s3,gcs,azure")
     args = parser.parse_args()
     work = REPO / "demo-work"
@@ -123,8 +152,13 @@ def main() -> int:
     for name in args.providers.split(","):
         with emulators[name]() as emulator:
             results[name] = run_provider(name, emulator, data, files, work)
-    print("\n" + "\n".join(f"{name}: {'all objects identical' if ok else 'FAILED'}"
-                           for name, ok in results.items()))
+    print(
+        "\n"
+        + "\n".join(
+            f"{name}: {'all objects identical' if ok else 'FAILED'}"
+            for name, ok in results.items()
+        )
+    )
     return 0 if all(results.values()) else 1
 
 

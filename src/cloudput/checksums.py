@@ -59,7 +59,9 @@ class RunningDigest:
 def multipart_etag(part_md5s: Iterable[Digest]) -> str:
     """S3's ETag of a multipart object: md5 of the parts' md5s, then ``-N``."""
     raws = [base64.b64decode(d.value_b64) for d in part_md5s]
-    return f"{hashlib.md5(b''.join(raws), usedforsecurity=False).hexdigest()}-{len(raws)}"
+    return (
+        f"{hashlib.md5(b''.join(raws), usedforsecurity=False).hexdigest()}-{len(raws)}"
+    )
 
 
 def hex_to_b64(hex_digest: str) -> str:

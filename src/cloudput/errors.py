@@ -51,7 +51,9 @@ class CloudputError(Exception):
     exit_code = EXIT_INTERNAL
     code = "internal"
 
-    def __init__(self, message: str, *, hint: str | None = None, code: str | None = None):
+    def __init__(
+        self, message: str, *, hint: str | None = None, code: str | None = None
+    ):
         super().__init__(message)
         self.message = message
         self.hint = hint
@@ -170,8 +172,12 @@ class InterruptedRunError(CloudputError):
     code = "interrupted"
 
     def __init__(self, signal_exit_code: int):
-        name = {EXIT_SIGINT: "SIGINT", EXIT_SIGTERM: "SIGTERM"}.get(signal_exit_code, "a signal")
-        super().__init__(f"stopped by {name}", hint="the upload is kept; `cloudput resume` it")
+        name = {EXIT_SIGINT: "SIGINT", EXIT_SIGTERM: "SIGTERM"}.get(
+            signal_exit_code, "a signal"
+        )
+        super().__init__(
+            f"stopped by {name}", hint="the upload is kept; `cloudput resume` it"
+        )
         self.exit_code = signal_exit_code
 
 

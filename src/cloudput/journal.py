@@ -29,7 +29,15 @@ log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 UNFINISHED = ("initiated", "in_progress", "interrupted")
-STATUSES = ("initiated", "in_progress", "interrupted", "completed", "skipped", "failed", "aborted")
+STATUSES = (
+    "initiated",
+    "in_progress",
+    "interrupted",
+    "completed",
+    "skipped",
+    "failed",
+    "aborted",
+)
 
 
 def utc_now() -> str:
@@ -157,23 +165,35 @@ class Journal:
         with self._guard():
             rows = list(self.db["uploads"].rows_where("id = ?", [upload_id]))
         if not rows:
-            raise UsageError(f"unknown upload id {upload_id!r}", hint="see `cloudput list`")
+            raise UsageError(
+                f"unknown upload id {upload_id!r}", hint="see `cloudput list`"
+            )
         return _from_row(rows[0])
 
     def find(self, status: str | None = None) -> list[UploadRecord]:
         """Records, oldest first, optionally with one status."""
         where, args = ("status = ?", [status]) if status else (None, [])
         with self._guard():
-            rows = list(self.db["uploads"].rows_where(where, args, order_by="initiated_at, rowid"))
+            rows = list(
+                self.db["uploads"].rows_where(
+                    where, args, order_by="initiated_at, rowid"
+                )
+            )
         return [_from_row(row) for row in rows]
 
-    def find_unfinished(self, source_path: str, uri: str, endpoint_url: str | None) -> list[UploadRecord]:
+    def find_unfinished(
+        self, source_path: str, uri: str, endpoint_url: str | None
+    ) -> list[UploadRecord]:
         """Unfinished uploads of this source to this target, newest first."""
         marks = ", ".join("?" for _ in UNFINISHED)
-        where = f"source_path = ? AND uri = ? AND status IN ({marks}) AND endpoint_url IS ?"
+        where = (
+            f"source_path = ? AND uri = ? AND status IN ({marks}) AND endpoint_url IS ?"
+        )
         with self._guard():
             rows = self.db["uploads"].rows_where(
-                where, [source_path, uri, *UNFINISHED, endpoint_url], order_by="rowid desc"
+                where,
+                [source_path, uri, *UNFINISHED, endpoint_url],
+                order_by="rowid desc",
             )
             return [_from_row(row) for row in rows]
 
@@ -191,7 +211,9 @@ class Journal:
 
     def parts(self, upload_id: str) -> list[PartRow]:
         with self._guard():
-            rows = self.db["parts"].rows_where("upload_id = ?", [upload_id], order_by="number")
+            rows = self.db["parts"].rows_where(
+                "upload_id = ?", [upload_id], order_by="number"
+            )
             return [PartRow(**row) for row in rows]
 
     def forget_parts(self, upload_id: str, keep: set[int] | None = None) -> None:
@@ -204,7 +226,9 @@ class Journal:
                         (upload_id, row.number),
                     )
 
-    def mark_completed(self, upload_id: str, attachment: Attachment, **changes: Any) -> None:
+    def mark_completed(
+        self, upload_id: str, attachment: Attachment, **changes: Any
+    ) -> None:
         """Mark an upload completed and write its attachment in one transaction."""
         row = _to_row_fields(changes)
         row.update(status="completed", updated_at=utc_now())
@@ -262,7 +286,9 @@ def _connect(path: Path) -> sqlite3.Connection:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         os.close(fd)
-        conn = sqlite3.connect(path, timeout=30, check_same_thread=False, isolation_level=None)
+        conn = sqlite3.connect(
+            path, timeout=30, check_same_thread=False, isolation_level=None
+        )
         conn.execute("PRAGMA busy_timeout = 30000")
         if conn.execute("PRAGMA quick_check").fetchone()[0] != "ok":
             raise sqlite3.DatabaseError("quick_check failed")
@@ -306,7 +332,9 @@ def _create_v1(db: sqlite_utils.Database) -> None:
     columns: dict[str, Any] = {}
     for f in fields(UploadRecord):
         columns[f.name] = int if f.type in ("int",) else str
-    db["uploads"].create(columns, pk="id", not_null={"provider", "bucket", "key", "status"})
+    db["uploads"].create(
+        columns, pk="id", not_null={"provider", "bucket", "key", "status"}
+    )
     db["uploads"].create_index(["status"])
     db["uploads"].create_index(["source_path", "uri"])
     db["parts"].create(
@@ -323,7 +351,14 @@ def _create_v1(db: sqlite_utils.Database) -> None:
         foreign_keys=[("upload_id", "uploads", "id")],
     )
     db["attachments"].create(
-        {"id": str, "upload_id": str, "name": str, "mime_type": str, "size": int, "url": str},
+        {
+            "id": str,
+            "upload_id": str,
+            "name": str,
+            "mime_type": str,
+            "size": int,
+            "url": str,
+        },
         pk="id",
         foreign_keys=[("upload_id", "uploads", "id")],
     )

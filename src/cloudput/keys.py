@@ -77,7 +77,9 @@ def check_key(key: str, shown_as: str | None = None) -> None:
     if not key:
         raise UsageError(f"unsafe key in {where!r}: the key is empty")
     if key.startswith("/"):
-        raise UsageError(f"unsafe key {key!r}: it starts with '/'", hint="remove the leading slash")
+        raise UsageError(
+            f"unsafe key {key!r}: it starts with '/'", hint="remove the leading slash"
+        )
     if any(ord(ch) < 32 or ord(ch) == 127 for ch in key):
         raise UsageError(f"unsafe key {key!r}: it contains a control character")
     segments = key.split("/")
@@ -89,7 +91,9 @@ def check_key(key: str, shown_as: str | None = None) -> None:
     if "" in segments[:-1]:
         raise UsageError(f"unsafe key {key!r}: it has an empty segment ('//')")
     if len(key.encode("utf-8")) > MAX_KEY_BYTES:
-        raise UsageError(f"unsafe key: {len(key.encode('utf-8'))} bytes is over {MAX_KEY_BYTES}")
+        raise UsageError(
+            f"unsafe key: {len(key.encode('utf-8'))} bytes is over {MAX_KEY_BYTES}"
+        )
 
 
 def key_from_relative_path(relative: str) -> str:

@@ -11,13 +11,28 @@ import sys
 
 _SECRET_PATTERNS = [
     # Presigned S3 query parameters, SAS tokens, GCS upload session ids.
-    (re.compile(r"(?i)(X-Amz-(?:Signature|Credential|Security-Token)=)[^&\s\"']+"), r"\1REDACTED"),
-    (re.compile(r"(?i)([?&](?:sig|se|sv|sp|st|spr|skoid|sktid|upload_id)=)[^&\s\"']+"), r"\1REDACTED"),
+    (
+        re.compile(r"(?i)(X-Amz-(?:Signature|Credential|Security-Token)=)[^&\s\"']+"),
+        r"\1REDACTED",
+    ),
+    (
+        re.compile(
+            r"(?i)([?&](?:sig|se|sv|sp|st|spr|skoid|sktid|upload_id)=)[^&\s\"']+"
+        ),
+        r"\1REDACTED",
+    ),
     (re.compile(r"(?i)(AccountKey=)[^;\s\"']+"), r"\1REDACTED"),
     (re.compile(r"(?i)(SharedAccessSignature=)[^;\s\"']+"), r"\1REDACTED"),
-    (re.compile(r"(?i)(authorization['\"]?\s*[:=]\s*['\"]?)[^'\",}\n]+"), r"\1REDACTED"),
-    (re.compile(r"(?i)(aws_secret_access_key|aws_session_token)(['\"]?\s*[:=]\s*['\"]?)[^'\"\s,}]+"),
-     r"\1\2REDACTED"),
+    (
+        re.compile(r"(?i)(authorization['\"]?\s*[:=]\s*['\"]?)[^'\",}\n]+"),
+        r"\1REDACTED",
+    ),
+    (
+        re.compile(
+            r"(?i)(aws_secret_access_key|aws_session_token)(['\"]?\s*[:=]\s*['\"]?)[^'\"\s,}]+"
+        ),
+        r"\1\2REDACTED",
+    ),
 ]
 
 
@@ -49,7 +64,13 @@ def setup_logging(verbosity: int, log_file: str | None, quiet: bool = False) -> 
         if getattr(handler, "_cloudput", False):
             root.removeHandler(handler)
             handler.close()
-    level = logging.WARNING if verbosity == 0 else logging.INFO if verbosity == 1 else logging.DEBUG
+    level = (
+        logging.WARNING
+        if verbosity == 0
+        else logging.INFO
+        if verbosity == 1
+        else logging.DEBUG
+    )
     if quiet and verbosity == 0:
         level = logging.ERROR
     stderr = logging.StreamHandler(sys.stderr)

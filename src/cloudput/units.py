@@ -33,7 +33,9 @@ def parse_size(text: str) -> int:
     match = _NUMBER.match(text)
     unit = match.group(2).lower() if match else None
     if not match or unit not in _SIZE_UNITS:
-        raise ValueError(f"invalid size {text!r}: use bytes or a unit such as 8MiB, 512KiB, 8MB")
+        raise ValueError(
+            f"invalid size {text!r}: use bytes or a unit such as 8MiB, 512KiB, 8MB"
+        )
     value = float(match.group(1)) * _SIZE_UNITS[unit]
     if value != int(value):
         raise ValueError(f"invalid size {text!r}: not a whole number of bytes")
@@ -45,7 +47,9 @@ def parse_duration(text: str) -> float:
     match = _NUMBER.match(text)
     unit = match.group(2).lower() if match else None
     if not match or unit not in _DURATION_UNITS:
-        raise ValueError(f"invalid duration {text!r}: use a number with s, m, h or d, e.g. 15m")
+        raise ValueError(
+            f"invalid duration {text!r}: use a number with s, m, h or d, e.g. 15m"
+        )
     seconds = float(match.group(1)) * _DURATION_UNITS[unit]
     if seconds <= 0:
         raise ValueError(f"invalid duration {text!r}: must be greater than zero")

@@ -22,11 +22,15 @@ def abort_record(journal: Journal, record: UploadRecord) -> UploadRecord:
     if record.status == "aborted":
         return record
     if not journal.hold(record.id):
-        raise UsageError(f"upload {record.id} is being sent by another process",
-                         hint="stop that process first")
+        raise UsageError(
+            f"upload {record.id} is being sent by another process",
+            hint="stop that process first",
+        )
     try:
         if record.session and record.strategy != "single":
-            provider = provider_factory(1, 60.0)(record.provider, record.endpoint_url, record.region)
+            provider = provider_factory(1, 60.0)(
+                record.provider, record.endpoint_url, record.region
+            )
             try:
                 provider.abort(spec_of(record), record.session)
             finally:
@@ -41,8 +45,12 @@ def abort_record(journal: Journal, record: UploadRecord) -> UploadRecord:
 @with_globals
 def abort(
     upload_ids: Annotated[list[str] | None, typer.Argument(help="Upload ids.")] = None,
-    all_failed: Annotated[bool, typer.Option("--all-failed", help="Every failed upload.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the records as JSON.")] = False,
+    all_failed: Annotated[
+        bool, typer.Option("--all-failed", help="Every failed upload.")
+    ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the records as JSON.")
+    ] = False,
 ) -> None:
     """Cancel uploads at the provider and mark them aborted in the journal."""
     journal = open_journal()
@@ -50,7 +58,9 @@ def abort(
     try:
         records = [journal.get(upload_id) for upload_id in upload_ids or []]
         if all_failed:
-            records += [r for r in journal.find("failed") if r.id not in (upload_ids or [])]
+            records += [
+                r for r in journal.find("failed") if r.id not in (upload_ids or [])
+            ]
         if not records:
             raise UsageError("name the uploads to abort, or pass --all-failed")
         for record in records:

@@ -17,12 +17,12 @@ from typing import Annotated, Any
 import platformdirs
 import typer
 
+from cloudput.config import Settings, load_settings
 from cloudput.errors import UsageError
 from cloudput.journal import Journal
 from cloudput.logs import setup_logging
 from cloudput.providers import open_provider
 from cloudput.providers.base import Provider, ProviderSettings
-from cloudput.units import parse_duration, parse_size
 
 
 @dataclass(frozen=True)
@@ -37,18 +37,49 @@ class GlobalOptions:
     debug: bool = False
 
 
-_current: ContextVar[GlobalOptions] = ContextVar("cloudput_globals", default=GlobalOptions())
+_current: ContextVar[GlobalOptions] = ContextVar(
+    "cloudput_globals", default=GlobalOptions()
+)
+_settings: ContextVar[Settings] = ContextVar(
+    "cloudput_settings", default=Settings(None, None)
+)
 
 _GLOBAL_PARAMS = [
-    ("journal", Annotated[str | None, typer.Option("--journal", help="Journal file (SQLite).",
-                                                    envvar=None)], None),
-    ("config", Annotated[str | None, typer.Option("--config", help="TOML config file.")], None),
-    ("tenant", Annotated[str | None, typer.Option("--tenant", help="Tenant section to use.")],
-     None),
-    ("verbose", Annotated[int, typer.Option("--verbose", "-v", count=True,
-                                            help="-v for INFO, -vv for DEBUG.")], 0),
-    ("log_file", Annotated[str | None, typer.Option("--log-file", help="Write DEBUG logs here.")],
-     None),
+    (
+        "journal",
+        Annotated[
+            str | None,
+            typer.Option("--journal", help="Journal file (SQLite).", envvar=None),
+        ],
+        None,
+    ),
+    (
+        "config",
+        Annotated[str | None, typer.Option("--config", help="TOML config file.")],
+        None,
+    ),
+    (
+        "tenant",
+        Annotated[str | None, typer.Option("--tenant", help="Tenant section to use.")],
+        None,
+    ),
+    (
+        "verbose",
+        Annotated[
+            int,
+            typer.Option(
+                "--verbose", "-v", count=True, help="-v for INFO, -vv for DEBUG."
+            ),
+        ],
+        0,
+    ),
+    (
+        "log_file",
+        Annotated[
+            str | None, typer.Option("--log-file", help="Write DEBUG logs here.")
+        ],
+        None,
+    ),
     ("debug", Annotated[bool, typer.Option("--debug", help="Show tracebacks.")], False),
 ]
 
@@ -57,16 +88,24 @@ def with_globals(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Add the global options to a command and make them available via ``current()``."""
     signature = inspect.signature(fn, eval_str=True)
     extra = [
-        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=kind)
+        inspect.Parameter(
+            name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=kind
+        )
         for name, kind, default in _GLOBAL_PARAMS
     ]
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        options = GlobalOptions(**{name: kwargs.pop(name) for name, _, _ in _GLOBAL_PARAMS})
+        options = GlobalOptions(
+            **{name: kwargs.pop(name) for name, _, _ in _GLOBAL_PARAMS}
+        )
         _current.set(options)
         quiet = bool(kwargs.get("quiet", False))
         setup_logging(options.verbose, options.log_file, quiet=quiet)
+        resolved = load_settings(options.config, options.tenant)
+        _settings.set(resolved)
+        # A tenant's own credentials and endpoints win over the caller's environment.
+        os.environ.update(resolved.tenant_env)
         return fn(*args, **kwargs)
 
     params = [p for p in signature.parameters.values()] + extra
@@ -79,12 +118,21 @@ def current() -> GlobalOptions:
     return _current.get()
 
 
+def settings() -> Settings:
+    """The settings resolved from the config file for this command."""
+    return _settings.get()
+
+
 def journal_path(options: GlobalOptions) -> Path:
-    """``--journal`` > ``CLOUDPUT_JOURNAL`` > the tenant's or the user's data directory."""
+    """``--journal`` > ``CLOUDPUT_JOURNAL`` > the config file (tenant section first) >
+    the tenant's or the user's data directory."""
     if options.journal:
         return Path(options.journal)
     if os.environ.get("CLOUDPUT_JOURNAL"):
         return Path(os.environ["CLOUDPUT_JOURNAL"])
+    configured = settings().get("journal")
+    if configured:
+        return Path(configured).expanduser()
     base = Path(platformdirs.user_data_dir("cloudput"))
     tenant = options.tenant or os.environ.get("CLOUDPUT_TENANT")
     if tenant:
@@ -112,24 +160,6 @@ def provider_factory(
         return open_provider(name, settings)
 
     return make
-
-
-def size_option(text: str | None, flag: str) -> int | None:
-    if text is None:
-        return None
-    try:
-        return parse_size(text)
-    except ValueError as exc:
-        raise UsageError(f"{flag}: {exc}") from exc
-
-
-def duration_option(text: str | None, flag: str) -> float | None:
-    if text is None:
-        return None
-    try:
-        return parse_duration(text)
-    except ValueError as exc:
-        raise UsageError(f"{flag}: {exc}") from exc
 
 
 def metadata_option(pairs: list[str] | None) -> dict[str, str]:

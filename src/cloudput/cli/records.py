@@ -15,9 +15,15 @@ from cloudput.units import format_size
 
 @with_globals
 def list_uploads(
-    status: Annotated[str | None, typer.Option(help="Only uploads with this status.")] = None,
-    attachments: Annotated[bool, typer.Option("--attachments", help="List attachments.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+    status: Annotated[
+        str | None, typer.Option(help="Only uploads with this status.")
+    ] = None,
+    attachments: Annotated[
+        bool, typer.Option("--attachments", help="List attachments.")
+    ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON object per line.")
+    ] = False,
 ) -> None:
     """List uploads (or attachments) in the journal, oldest first."""
     if status is not None and status not in STATUSES:
@@ -27,7 +33,9 @@ def list_uploads(
         if attachments:
             for attachment in journal.attachments():
                 data = attachment_json(attachment)
-                emit(data) if as_json else print(f"{data['id']}  {data['name']}  {data['url']}")
+                emit(data) if as_json else print(
+                    f"{data['id']}  {data['name']}  {data['url']}"
+                )
             return
         records = journal.find(status)
     finally:
@@ -37,8 +45,10 @@ def list_uploads(
             emit(record_json(record))
         return
     for record in records:
-        print(f"{record.id}  {record.status:<11} {format_size(record.size_bytes):>10}  "
-              f"{record.part_count:>5} parts  {record.source_path} -> {record.uri}")
+        print(
+            f"{record.id}  {record.status:<11} {format_size(record.size_bytes):>10}  "
+            f"{record.part_count:>5} parts  {record.source_path} -> {record.uri}"
+        )
 
 
 @with_globals
@@ -59,11 +69,24 @@ def show(
     if as_json:
         emit(data)
         return
-    for key in ("id", "status", "source", "uri", "url", "size", "mimeType", "parts",
-                "part_size", "initiated_at", "completed_at"):
+    for key in (
+        "id",
+        "status",
+        "source",
+        "uri",
+        "url",
+        "size",
+        "mimeType",
+        "parts",
+        "part_size",
+        "initiated_at",
+        "completed_at",
+    ):
         print(f"{key:>13}: {'-' if data[key] is None else data[key]}")
-    print(f"{'checksum':>13}: {data['checksum']['algorithm']} {data['checksum']['value']} "
-          f"(verified: {data['checksum']['verified']})")
+    print(
+        f"{'checksum':>13}: {data['checksum']['algorithm']} {data['checksum']['value']} "
+        f"(verified: {data['checksum']['verified']})"
+    )
     if data["error"]:
         print(f"{'error':>13}: {data['error']['code']}: {data['error']['message']}")
     print(f"{'parts done':>13}: {len(parts)} of {record.part_count}")

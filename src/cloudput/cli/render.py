@@ -30,7 +30,9 @@ from cloudput.units import format_size
 PLAIN_INTERVAL_S = 5.0
 
 
-def record_json(record: UploadRecord, error: Mapping[str, str] | None = None) -> dict[str, Any]:
+def record_json(
+    record: UploadRecord, error: Mapping[str, str] | None = None
+) -> dict[str, Any]:
     """The upload record as CONTRACT.md's JSON object."""
     if error is None and record.error_code:
         error = {"code": record.error_code, "message": record.error_message or ""}
@@ -70,11 +72,23 @@ def outcome_json(outcome: Outcome) -> dict[str, Any]:
             data["status"] = outcome.record.status
         return data
     return {
-        "id": None, "name": outcome.source_path.rsplit("/", 1)[-1], "source": outcome.source_path,
-        "mimeType": None, "size": None, "url": None, "storage_url": None, "uri": outcome.uri,
-        "provider": None, "bucket": None, "key": None,
-        "checksum": {"algorithm": None, "value": None, "verified": None}, "parts": 0,
-        "status": outcome.status, "initiated_at": None, "completed_at": None, "expires_at": None,
+        "id": None,
+        "name": outcome.source_path.rsplit("/", 1)[-1],
+        "source": outcome.source_path,
+        "mimeType": None,
+        "size": None,
+        "url": None,
+        "storage_url": None,
+        "uri": outcome.uri,
+        "provider": None,
+        "bucket": None,
+        "key": None,
+        "checksum": {"algorithm": None, "value": None, "verified": None},
+        "parts": 0,
+        "status": outcome.status,
+        "initiated_at": None,
+        "completed_at": None,
+        "expires_at": None,
         "error": error,
     }
 
@@ -125,7 +139,9 @@ def part_json(row: PartRow) -> dict[str, Any]:
 class PlainProgress:
     """A line every few seconds on stderr, for CI logs; never above 100%."""
 
-    def __init__(self, stream: TextIO, interval_s: float = PLAIN_INTERVAL_S, clock: Any = None):
+    def __init__(
+        self, stream: TextIO, interval_s: float = PLAIN_INTERVAL_S, clock: Any = None
+    ):
         self._stream = stream
         self._interval_s = interval_s
         self._clock = clock or time.monotonic
@@ -135,7 +151,9 @@ class PlainProgress:
         self._started = self._clock()
         self._last = self._started
 
-    def upload_started(self, upload_id: str, label: str, total_bytes: int, done_bytes: int) -> None:
+    def upload_started(
+        self, upload_id: str, label: str, total_bytes: int, done_bytes: int
+    ) -> None:
         with self._lock:
             self._totals[upload_id] = total_bytes
             self._done[upload_id] = min(done_bytes, total_bytes)
@@ -189,15 +207,23 @@ class RichProgress:
         self._overall = self._progress.add_task("total", total=0)
         self._progress.start()
 
-    def upload_started(self, upload_id: str, label: str, total_bytes: int, done_bytes: int) -> None:
+    def upload_started(
+        self, upload_id: str, label: str, total_bytes: int, done_bytes: int
+    ) -> None:
         with self._lock:
             name = label if len(label) <= 40 else "…" + label[-39:]
-            task = self._progress.add_task(name, total=max(total_bytes, 1) if total_bytes else 1,
-                                           completed=min(done_bytes, total_bytes))
+            task = self._progress.add_task(
+                name,
+                total=max(total_bytes, 1) if total_bytes else 1,
+                completed=min(done_bytes, total_bytes),
+            )
             self._tasks[upload_id] = task
             overall = self._progress.tasks[self._overall]
-            self._progress.update(self._overall, total=(overall.total or 0) + total_bytes,
-                                  advance=min(done_bytes, total_bytes))
+            self._progress.update(
+                self._overall,
+                total=(overall.total or 0) + total_bytes,
+                advance=min(done_bytes, total_bytes),
+            )
 
     def bytes_done(self, upload_id: str, count: int) -> None:
         with self._lock:
@@ -217,14 +243,18 @@ class RichProgress:
                 self._progress.remove_task(task)
 
     def notice(self, message: str) -> None:
-        self._progress.console.print(f"cloudput: {message}", markup=False, highlight=False)
+        self._progress.console.print(
+            f"cloudput: {message}", markup=False, highlight=False
+        )
 
     def close(self) -> None:
         self._progress.stop()
 
 
 class QuietProgress:
-    def upload_started(self, upload_id: str, label: str, total_bytes: int, done_bytes: int) -> None:
+    def upload_started(
+        self, upload_id: str, label: str, total_bytes: int, done_bytes: int
+    ) -> None:
         pass
 
     def bytes_done(self, upload_id: str, count: int) -> None:

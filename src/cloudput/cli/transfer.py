@@ -14,8 +14,19 @@ from types import FrameType
 
 from cloudput.cli.common import provider_factory
 from cloudput.cli.render import emit, make_progress, outcome_json, outcome_line
-from cloudput.engine.runner import Engine, Outcome, ProviderPool, StopSignal, TransferOptions
-from cloudput.errors import EXIT_SIGINT, EXIT_SIGTERM, InterruptedRunError, combine_exit_codes
+from cloudput.engine.runner import (
+    Engine,
+    Outcome,
+    ProviderPool,
+    StopSignal,
+    TransferOptions,
+)
+from cloudput.errors import (
+    EXIT_SIGINT,
+    EXIT_SIGTERM,
+    InterruptedRunError,
+    combine_exit_codes,
+)
 from cloudput.journal import Journal
 
 log = logging.getLogger(__name__)
@@ -70,10 +81,14 @@ def _install_signal_handlers(stop: StopSignal) -> Callable[[], None]:
         code = EXIT_SIGINT if signum == signal.SIGINT else EXIT_SIGTERM
         if stop.is_set() and isinstance(stop.error, InterruptedRunError):
             os._exit(code)
-        sys.stderr.write("cloudput: stopping: letting parts in flight finish (signal again to quit)\n")
+        sys.stderr.write(
+            "cloudput: stopping: letting parts in flight finish (signal again to quit)\n"
+        )
         stop.set(InterruptedRunError(code))
 
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {
+        sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)
+    }
 
     def restore() -> None:
         for sig, old in previous.items():

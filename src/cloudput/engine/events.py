@@ -11,7 +11,9 @@ from typing import Protocol
 class Subscriber(Protocol):
     """Receives progress; called from worker threads, so it must be thread-safe."""
 
-    def upload_started(self, upload_id: str, label: str, total_bytes: int, done_bytes: int) -> None:
+    def upload_started(
+        self, upload_id: str, label: str, total_bytes: int, done_bytes: int
+    ) -> None:
         """An upload began (or resumed with ``done_bytes`` already held)."""
         ...
 
@@ -31,7 +33,9 @@ class Subscriber(Protocol):
 class NullSubscriber:
     """A subscriber that ignores everything (``--quiet``, tests)."""
 
-    def upload_started(self, upload_id: str, label: str, total_bytes: int, done_bytes: int) -> None:
+    def upload_started(
+        self, upload_id: str, label: str, total_bytes: int, done_bytes: int
+    ) -> None:
         pass
 
     def bytes_done(self, upload_id: str, count: int) -> None:

@@ -38,7 +38,9 @@ class Plan:
 
     def part(self, number: int) -> PartSpec:
         offset = (number - 1) * self.part_size_bytes
-        return PartSpec(number, offset, min(self.part_size_bytes, self.size_bytes - offset))
+        return PartSpec(
+            number, offset, min(self.part_size_bytes, self.size_bytes - offset)
+        )
 
 
 def check_part_size(part_size_bytes: int, limits: ProviderLimits) -> None:
@@ -89,7 +91,12 @@ def make_plan(
         return Plan("single", size_bytes, max(size_bytes, 1))
     asked = part_size_bytes or limits.default_part_size_bytes
     size = _grow_to_fit(asked, size_bytes, limits)
-    return Plan(limits.strategy, size_bytes, size, raised_from_bytes=asked if size != asked else None)
+    return Plan(
+        limits.strategy,
+        size_bytes,
+        size,
+        raised_from_bytes=asked if size != asked else None,
+    )
 
 
 def _grow_to_fit(part_size_bytes: int, size_bytes: int, limits: ProviderLimits) -> int:

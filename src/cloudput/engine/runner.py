@@ -15,12 +15,23 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+from tenacity import (
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
 
 from cloudput.checksums import RunningDigest, digest_of
 from cloudput.engine.events import NullSubscriber, Subscriber
 from cloudput.engine.plan import DEFAULT_MULTIPART_THRESHOLD_BYTES, make_plan
-from cloudput.engine.sources import Fingerprint, Job, RangeBody, SourceReader, fingerprint
+from cloudput.engine.sources import (
+    Fingerprint,
+    Job,
+    RangeBody,
+    SourceReader,
+    fingerprint,
+)
 from cloudput.errors import (
     EXIT_OK,
     CloudputError,
@@ -35,7 +46,14 @@ from cloudput.errors import (
     UploadGoneError,
     UsageError,
 )
-from cloudput.journal import Attachment, Journal, PartRow, UploadRecord, new_upload_id, utc_now
+from cloudput.journal import (
+    Attachment,
+    Journal,
+    PartRow,
+    UploadRecord,
+    new_upload_id,
+    utc_now,
+)
 from cloudput.keys import Target
 from cloudput.providers.base import (
     Digest,
@@ -115,7 +133,9 @@ class ProviderPool:
         self._lock = threading.Lock()
         self._providers: dict[tuple[str, str | None, str | None], Provider] = {}
 
-    def get(self, provider: str, endpoint_url: str | None, region: str | None) -> Provider:
+    def get(
+        self, provider: str, endpoint_url: str | None, region: str | None
+    ) -> Provider:
         key = (provider, endpoint_url, region)
         with self._lock:
             if key not in self._providers:
@@ -144,7 +164,9 @@ def spec_of(record: UploadRecord) -> ObjectSpec:
 
 
 def fingerprint_of(record: UploadRecord) -> Fingerprint:
-    return Fingerprint(record.source_size_bytes, record.source_mtime_ns, record.source_inode)
+    return Fingerprint(
+        record.source_size_bytes, record.source_mtime_ns, record.source_inode
+    )
 
 
 class Engine:
@@ -187,7 +209,9 @@ class Engine:
         """Continue journaled uploads; yields outcomes as uploads finish."""
         return self._run(records, self._resume_record)
 
-    def _run(self, items: Iterable[Any], work: Callable[[Any], Outcome]) -> Iterator[Outcome]:
+    def _run(
+        self, items: Iterable[Any], work: Callable[[Any], Outcome]
+    ) -> Iterator[Outcome]:
         self._start_deadline()
         pending: set[Future[Outcome]] = set()
         slots = threading.BoundedSemaphore(self.options.concurrency * 2)
@@ -200,7 +224,9 @@ class Engine:
                 done.append(future)
                 done_lock.notify_all()
 
-        with ThreadPoolExecutor(self.options.concurrency, thread_name_prefix="upload") as pool:
+        with ThreadPoolExecutor(
+            self.options.concurrency, thread_name_prefix="upload"
+        ) as pool:
             for item in items:
                 while not slots.acquire(timeout=0.2):
                     yield from self._drain(done, done_lock, pending)
@@ -216,7 +242,9 @@ class Engine:
 
     @staticmethod
     def _drain(
-        done: list[Future[Outcome]], lock: threading.Condition, pending: set[Future[Outcome]]
+        done: list[Future[Outcome]],
+        lock: threading.Condition,
+        pending: set[Future[Outcome]],
     ) -> Iterator[Outcome]:
         with lock:
             ready = list(done)
@@ -239,7 +267,9 @@ class Engine:
                 f"--max-duration of {self.options.max_duration_s:g}s reached",
                 hint="run the same command or `cloudput resume --all` to continue",
             )
-            self._deadline_timer = threading.Timer(self.options.max_duration_s, self.stop.set, [error])
+            self._deadline_timer = threading.Timer(
+                self.options.max_duration_s, self.stop.set, [error]
+            )
             self._deadline_timer.daemon = True
             self._deadline_timer.start()
 
@@ -252,31 +282,55 @@ class Engine:
             return self._stopped_before_start(job)
         record = self._record_for(job)
         if record is None:
-            return Outcome(job.source_path, job.target.uri, "held", exit_code=EXIT_OK,
-                           message="held by another cloudput process")
+            return Outcome(
+                job.source_path,
+                job.target.uri,
+                "held",
+                exit_code=EXIT_OK,
+                message="held by another cloudput process",
+            )
         return self._transfer(record, resuming=False)
 
     def _stopped_before_start(self, job: Job) -> Outcome:
         error = self.stop.error or InterruptedRunError(130)
-        return Outcome(job.source_path, job.target.uri, "interrupted", error=error,
-                       exit_code=error.exit_code, message="not started")
+        return Outcome(
+            job.source_path,
+            job.target.uri,
+            "interrupted",
+            error=error,
+            exit_code=error.exit_code,
+            message="not started",
+        )
 
     def _record_for(self, job: Job) -> UploadRecord | None:
         """Continue an unfinished upload of this source and target, or journal a new one."""
         source_path = os.path.abspath(job.source_path)
         current = fingerprint(source_path)
-        for old in self.journal.find_unfinished(source_path, job.target.uri, self.options.endpoint_url):
+        for old in self.journal.find_unfinished(
+            source_path, job.target.uri, self.options.endpoint_url
+        ):
             if self.journal.is_held_elsewhere(old.id):
-                self.subscriber.notice(f"{old.id} ({job.target.uri}) is held by another process")
+                self.subscriber.notice(
+                    f"{old.id} ({job.target.uri}) is held by another process"
+                )
                 return None
             if fingerprint_of(old) == current:
                 self._note_kept_plan(old)
-                self.subscriber.notice(f"continuing upload {old.id} of {job.source_path}")
+                self.subscriber.notice(
+                    f"continuing upload {old.id} of {job.source_path}"
+                )
                 return old
-            self._fail_changed(old, SourceChangedError(
-                f"source {job.source_path} changed since upload {old.id} was journaled"))
-            log.warning("source %s changed since upload %s: starting a fresh upload",
-                        job.source_path, old.id)
+            self._fail_changed(
+                old,
+                SourceChangedError(
+                    f"source {job.source_path} changed since upload {old.id} was journaled"
+                ),
+            )
+            log.warning(
+                "source %s changed since upload %s: starting a fresh upload",
+                job.source_path,
+                old.id,
+            )
         return self._new_record(job, source_path, current)
 
     def _note_kept_plan(self, record: UploadRecord) -> None:
@@ -284,11 +338,17 @@ class Engine:
         if asked and record.strategy != "single" and asked != record.part_size_bytes:
             log.warning(
                 "upload %s keeps its journaled part size of %d bytes (--part-size %d ignored)",
-                record.id, record.part_size_bytes, asked,
+                record.id,
+                record.part_size_bytes,
+                asked,
             )
 
-    def _new_record(self, job: Job, source_path: str, current: Fingerprint) -> UploadRecord:
-        provider = self.providers.get(job.target.provider, self.options.endpoint_url, self.options.region)
+    def _new_record(
+        self, job: Job, source_path: str, current: Fingerprint
+    ) -> UploadRecord:
+        provider = self.providers.get(
+            job.target.provider, self.options.endpoint_url, self.options.region
+        )
         plan = make_plan(
             current.size_bytes,
             provider.limits,
@@ -297,8 +357,12 @@ class Engine:
             no_multipart=self.options.no_multipart,
         )
         if plan.raised_from_bytes:
-            log.warning("%s: part size raised to %d bytes to stay within %d parts",
-                        job.source_path, plan.part_size_bytes, provider.limits.max_parts)
+            log.warning(
+                "%s: part size raised to %d bytes to stay within %d parts",
+                job.source_path,
+                plan.part_size_bytes,
+                provider.limits.max_parts,
+            )
         record = UploadRecord(
             id=new_upload_id(),
             provider=job.target.provider,
@@ -343,21 +407,37 @@ class Engine:
 
     def _resume_record(self, record: UploadRecord) -> Outcome:
         if record.status == "completed":
-            return Outcome(record.source_path, record.uri, "completed", record,
-                           message="already completed")
+            return Outcome(
+                record.source_path,
+                record.uri,
+                "completed",
+                record,
+                message="already completed",
+            )
         if record.status in ("aborted", "failed", "skipped"):
-            error = UsageError(f"upload {record.id} is {record.status} and cannot be resumed",
-                               hint="run `cloudput upload` again to start a fresh upload")
-            return Outcome(record.source_path, record.uri, "failed", record, error, error.exit_code)
+            error = UsageError(
+                f"upload {record.id} is {record.status} and cannot be resumed",
+                hint="run `cloudput upload` again to start a fresh upload",
+            )
+            return Outcome(
+                record.source_path, record.uri, "failed", record, error, error.exit_code
+            )
         return self._transfer(record, resuming=True)
 
     # ----- transferring -----------------------------------------------------------
 
     def _transfer(self, record: UploadRecord, resuming: bool) -> Outcome:
         if not self.journal.hold(record.id):
-            self.subscriber.notice(f"{record.id} ({record.uri}) is held by another process")
-            return Outcome(record.source_path, record.uri, "held", record,
-                           message="held by another cloudput process")
+            self.subscriber.notice(
+                f"{record.id} ({record.uri}) is held by another process"
+            )
+            return Outcome(
+                record.source_path,
+                record.uri,
+                "held",
+                record,
+                message="held by another cloudput process",
+            )
         try:
             return self._transfer_held(record)
         finally:
@@ -366,31 +446,59 @@ class Engine:
     def _transfer_held(self, record: UploadRecord) -> Outcome:
         try:
             self._check_source(record)
-            self.journal.update(record.id, status="in_progress", error_code=None, error_message=None)
-            log.info("upload %s: %s -> %s (%d bytes)", record.id, record.source_path, record.uri,
-                     record.size_bytes)
+            self.journal.update(
+                record.id, status="in_progress", error_code=None, error_message=None
+            )
+            log.info(
+                "upload %s: %s -> %s (%d bytes)",
+                record.id,
+                record.source_path,
+                record.uri,
+                record.size_bytes,
+            )
             verified = self._send(record)
         except SourceChangedError as exc:
             self._fail_changed(self.journal.get(record.id), exc)
             return self._outcome_failed(record, exc, "failed")
         except IntegrityError as exc:
-            self.journal.update(record.id, status="failed", error_code=exc.code, error_message=exc.message)
+            self.journal.update(
+                record.id,
+                status="failed",
+                error_code=exc.code,
+                error_message=exc.message,
+            )
             return self._outcome_failed(record, exc, "failed")
         except CloudputError as exc:
-            self.journal.update(record.id, status="interrupted", error_code=exc.code,
-                                error_message=exc.message)
+            self.journal.update(
+                record.id,
+                status="interrupted",
+                error_code=exc.code,
+                error_message=exc.message,
+            )
             return self._outcome_failed(record, exc, "interrupted")
         except BaseException as exc:
-            self.journal.update(record.id, status="interrupted", error_code="internal",
-                                error_message=str(exc))
+            self.journal.update(
+                record.id,
+                status="interrupted",
+                error_code="internal",
+                error_message=str(exc),
+            )
             raise
         return self._finish(record, verified)
 
-    def _outcome_failed(self, record: UploadRecord, exc: CloudputError, status: str) -> Outcome:
+    def _outcome_failed(
+        self, record: UploadRecord, exc: CloudputError, status: str
+    ) -> Outcome:
         self.subscriber.upload_finished(record.id, status)
         log.info("upload %s %s: %s", record.id, status, exc.message)
-        return Outcome(record.source_path, record.uri, status, self.journal.get(record.id), exc,
-                       exc.exit_code)
+        return Outcome(
+            record.source_path,
+            record.uri,
+            status,
+            self.journal.get(record.id),
+            exc,
+            exc.exit_code,
+        )
 
     def _check_source(self, record: UploadRecord) -> None:
         current = fingerprint(record.source_path)
@@ -406,14 +514,28 @@ class Engine:
             try:
                 self._retry("abort", provider.abort, spec_of(record), record.session)
             except CloudputError as abort_exc:
-                log.warning("could not abort upload %s at the provider: %s", record.id, abort_exc)
-        self.journal.update(record.id, status="failed", error_code="source_changed",
-                            error_message=exc.message)
+                log.warning(
+                    "could not abort upload %s at the provider: %s",
+                    record.id,
+                    abort_exc,
+                )
+        self.journal.update(
+            record.id,
+            status="failed",
+            error_code="source_changed",
+            error_message=exc.message,
+        )
 
     def _finish(self, record: UploadRecord, verified: Verified) -> Outcome:
         completed_at = utc_now()
-        attachment = Attachment(record.id, record.id, record.name, record.mime, record.size_bytes,
-                                record.storage_url)
+        attachment = Attachment(
+            record.id,
+            record.id,
+            record.name,
+            record.mime,
+            record.size_bytes,
+            record.storage_url,
+        )
         self.journal.mark_completed(
             record.id,
             attachment,
@@ -425,7 +547,9 @@ class Engine:
         )
         self.subscriber.upload_finished(record.id, "completed")
         log.info("upload %s completed: %s", record.id, record.uri)
-        return Outcome(record.source_path, record.uri, "completed", self.journal.get(record.id))
+        return Outcome(
+            record.source_path, record.uri, "completed", self.journal.get(record.id)
+        )
 
     def _send(self, record: UploadRecord) -> Verified:
         provider = self.provider_for(record)
@@ -435,19 +559,28 @@ class Engine:
             try:
                 return self._send_parts(record, provider, reader)
             except UploadGoneError:
-                self.subscriber.notice(f"upload {record.id} vanished at the provider; starting over")
+                self.subscriber.notice(
+                    f"upload {record.id} vanished at the provider; starting over"
+                )
                 self._start_over(record)
                 return self._send_parts(self.journal.get(record.id), provider, reader)
 
-    def _send_single(self, record: UploadRecord, provider: Provider, reader: SourceReader) -> Verified:
+    def _send_single(
+        self, record: UploadRecord, provider: Provider, reader: SourceReader
+    ) -> Verified:
         self.subscriber.upload_started(record.id, record.uri, record.size_bytes, 0)
         digest = self._whole_digest(record, reader, record.size_bytes)
-        expected = Expected(record.size_bytes, (digest,) if digest else (), (digest,) if digest else ())
+        expected = Expected(
+            record.size_bytes, (digest,) if digest else (), (digest,) if digest else ()
+        )
         self._acquire_budget()
         try:
             verified = self._retry(
-                f"upload of {record.uri}", provider.put_single, spec_of(record),
-                RangeBody(reader, 0, record.size_bytes), digest,
+                f"upload of {record.uri}",
+                provider.put_single,
+                spec_of(record),
+                RangeBody(reader, 0, record.size_bytes),
+                digest,
             )
         finally:
             self._budget.release()
@@ -455,7 +588,9 @@ class Engine:
         self.subscriber.bytes_done(record.id, record.size_bytes)
         return verified
 
-    def _whole_digest(self, record: UploadRecord, reader: SourceReader, end: int) -> Digest | None:
+    def _whole_digest(
+        self, record: UploadRecord, reader: SourceReader, end: int
+    ) -> Digest | None:
         if record.checksum_algorithm == "none":
             return None
         hasher = RunningDigest(record.checksum_algorithm)
@@ -463,11 +598,15 @@ class Engine:
         return hasher.digest()
 
     @staticmethod
-    def _hash_range(hasher: RunningDigest, reader: SourceReader, start: int, end: int) -> None:
+    def _hash_range(
+        hasher: RunningDigest, reader: SourceReader, start: int, end: int
+    ) -> None:
         for offset in range(start, end, HASH_READ_BYTES):
             hasher.update(reader.read(offset, min(HASH_READ_BYTES, end - offset)))
 
-    def _check_verified(self, record: UploadRecord, verified: Verified, expected: Expected) -> None:
+    def _check_verified(
+        self, record: UploadRecord, verified: Verified, expected: Expected
+    ) -> None:
         if verified.remote.size_bytes != expected.size_bytes:
             raise IntegrityError(
                 f"{record.uri} holds {verified.remote.size_bytes} bytes, expected "
@@ -480,23 +619,35 @@ class Engine:
         self.journal.forget_parts(record.id)
         self.journal.update(record.id, session=None)
 
-    def _open_session(self, record: UploadRecord, provider: Provider) -> tuple[str, dict[int, Receipt]]:
+    def _open_session(
+        self, record: UploadRecord, provider: Provider
+    ) -> tuple[str, dict[int, Receipt]]:
         spec = spec_of(record)
         parts = self._plan_parts(record)
         if record.session:
             try:
-                held = self._retry(f"listing parts of {record.uri}", provider.held_parts, spec,
-                                   record.session, parts)
+                held = self._retry(
+                    f"listing parts of {record.uri}",
+                    provider.held_parts,
+                    spec,
+                    record.session,
+                    parts,
+                )
                 return record.session, self._reconcile(record, held)
             except UploadGoneError:
                 self.subscriber.notice(
-                    f"upload {record.id}: the provider no longer knows it; starting over from part 1")
+                    f"upload {record.id}: the provider no longer knows it; starting over from part 1"
+                )
                 self._start_over(record)
-        session = self._retry(f"starting {record.uri}", provider.start, spec, record.part_size_bytes)
+        session = self._retry(
+            f"starting {record.uri}", provider.start, spec, record.part_size_bytes
+        )
         self.journal.update(record.id, session=session)
         return session, {}
 
-    def _reconcile(self, record: UploadRecord, held: dict[int, Receipt]) -> dict[int, Receipt]:
+    def _reconcile(
+        self, record: UploadRecord, held: dict[int, Receipt]
+    ) -> dict[int, Receipt]:
         """Make the journal agree with what the provider holds; the provider wins."""
         journaled = {row.number: row for row in self.journal.parts(record.id)}
         self.journal.forget_parts(record.id, keep=set(held))
@@ -507,8 +658,18 @@ class Engine:
             merged[number] = Receipt(number, receipt.etag, receipt.size_bytes, checksum)
             if row is None or row.etag != receipt.etag:
                 part = self._plan_part(record, number)
-                self.journal.record_part(record.id, PartRow(
-                    record.id, number, part.offset, part.size_bytes, receipt.etag, checksum, utc_now()))
+                self.journal.record_part(
+                    record.id,
+                    PartRow(
+                        record.id,
+                        number,
+                        part.offset,
+                        part.size_bytes,
+                        receipt.etag,
+                        checksum,
+                        utc_now(),
+                    ),
+                )
         return merged
 
     @staticmethod
@@ -518,20 +679,36 @@ class Engine:
     @staticmethod
     def _plan_part(record: UploadRecord, number: int) -> PartSpec:
         offset = (number - 1) * record.part_size_bytes
-        return PartSpec(number, offset, min(record.part_size_bytes, record.size_bytes - offset))
+        return PartSpec(
+            number, offset, min(record.part_size_bytes, record.size_bytes - offset)
+        )
 
-    def _send_parts(self, record: UploadRecord, provider: Provider, reader: SourceReader) -> Verified:
+    def _send_parts(
+        self, record: UploadRecord, provider: Provider, reader: SourceReader
+    ) -> Verified:
         session, held = self._open_session(record, provider)
         record = self.journal.get(record.id)
         missing = [part for part in self._plan_parts(record) if part.number not in held]
         held_bytes = sum(r.size_bytes for r in held.values())
-        self.subscriber.upload_started(record.id, record.uri, record.size_bytes, held_bytes)
+        self.subscriber.upload_started(
+            record.id, record.uri, record.size_bytes, held_bytes
+        )
         if held:
-            log.info("upload %s resumes: %d of %d parts held", record.id, len(held), record.part_count)
+            log.info(
+                "upload %s resumes: %d of %d parts held",
+                record.id,
+                len(held),
+                record.part_count,
+            )
         if provider.limits.is_sequential:
-            sent, whole = self._send_in_order(record, provider, session, reader, missing)
+            sent, whole = self._send_in_order(
+                record, provider, session, reader, missing
+            )
         else:
-            sent, whole = self._send_concurrently(record, provider, session, reader, missing), ()
+            sent, whole = (
+                self._send_concurrently(record, provider, session, reader, missing),
+                (),
+            )
         receipts = {**held, **sent}
         return self._complete(record, provider, session, reader, receipts, whole)
 
@@ -546,12 +723,20 @@ class Engine:
     ) -> Verified:
         ordered = [receipts[number] for number in sorted(receipts)]
         if len(ordered) != record.part_count:
-            raise TransientError(f"{record.uri}: {record.part_count - len(ordered)} parts not sent")
+            raise TransientError(
+                f"{record.uri}: {record.part_count - len(ordered)} parts not sent"
+            )
         reader.check_unchanged()
         part_digests = self._part_digests(record, reader, ordered)
         expected = Expected(record.size_bytes, part_digests, whole)
-        verified = self._retry(f"completing {record.uri}", provider.complete, spec_of(record),
-                               session, ordered, expected)
+        verified = self._retry(
+            f"completing {record.uri}",
+            provider.complete,
+            spec_of(record),
+            session,
+            ordered,
+            expected,
+        )
         self._check_verified(record, verified, expected)
         return verified
 
@@ -566,7 +751,9 @@ class Engine:
                 digests.append(Digest(record.checksum_algorithm, receipt.checksum))
                 continue
             part = self._plan_part(record, receipt.number)
-            digest = digest_of(reader.read(part.offset, part.size_bytes), record.checksum_algorithm)
+            digest = digest_of(
+                reader.read(part.offset, part.size_bytes), record.checksum_algorithm
+            )
             assert digest is not None
             digests.append(digest)
         return tuple(digests)
@@ -586,8 +773,17 @@ class Engine:
                 break
             if not self._acquire_budget(failed):
                 break
-            futures.append(self._parts.submit(
-                self._send_part_released, record, provider, session, reader, part, failed))
+            futures.append(
+                self._parts.submit(
+                    self._send_part_released,
+                    record,
+                    provider,
+                    session,
+                    reader,
+                    part,
+                    failed,
+                )
+            )
         return self._collect(futures)
 
     def _collect(self, futures: list[Future[Receipt]]) -> dict[int, Receipt]:
@@ -640,13 +836,35 @@ class Engine:
         digest: Digest | None,
     ) -> Receipt:
         started = time.monotonic()
-        receipt = self._retry(f"part {part.number} of {record.uri}", provider.send_part,
-                              spec_of(record), session, part, body, digest)
+        receipt = self._retry(
+            f"part {part.number} of {record.uri}",
+            provider.send_part,
+            spec_of(record),
+            session,
+            part,
+            body,
+            digest,
+        )
         checksum = digest.value_b64 if digest else receipt.checksum
-        self.journal.record_part(record.id, PartRow(
-            record.id, part.number, part.offset, part.size_bytes, receipt.etag, checksum, utc_now()))
-        log.debug("upload %s part %d: %d bytes in %.3fs", record.id, part.number,
-                  part.size_bytes, time.monotonic() - started)
+        self.journal.record_part(
+            record.id,
+            PartRow(
+                record.id,
+                part.number,
+                part.offset,
+                part.size_bytes,
+                receipt.etag,
+                checksum,
+                utc_now(),
+            ),
+        )
+        log.debug(
+            "upload %s part %d: %d bytes in %.3fs",
+            record.id,
+            part.number,
+            part.size_bytes,
+            time.monotonic() - started,
+        )
         self.subscriber.bytes_done(record.id, part.size_bytes)
         return Receipt(part.number, receipt.etag, part.size_bytes, checksum)
 
@@ -658,7 +876,11 @@ class Engine:
         reader: SourceReader,
         missing: list[PartSpec],
     ) -> tuple[dict[int, Receipt], tuple[Digest, ...]]:
-        hasher = RunningDigest(record.checksum_algorithm) if record.checksum_algorithm != "none" else None
+        hasher = (
+            RunningDigest(record.checksum_algorithm)
+            if record.checksum_algorithm != "none"
+            else None
+        )
         first_offset = missing[0].offset if missing else record.size_bytes
         if hasher:
             self._hash_range(hasher, reader, 0, first_offset)
@@ -672,7 +894,9 @@ class Engine:
                 digest = digest_of(body, record.checksum_algorithm)
                 if hasher:
                     hasher.update(body)
-                receipts[part.number] = self._send_one(record, provider, session, part, body, digest)
+                receipts[part.number] = self._send_one(
+                    record, provider, session, part, body, digest
+                )
             finally:
                 self._budget.release()
         return receipts, (hasher.digest(),) if hasher else ()
@@ -689,10 +913,14 @@ class Engine:
                 max=self.options.retry_max_delay_s,
                 jitter=self.options.retry_base_delay_s,  # scales with the base delay
             ),
-            retry=retry_if_exception(lambda exc: _is_retryable(exc) and not self.stop.is_set()),
+            retry=retry_if_exception(
+                lambda exc: _is_retryable(exc) and not self.stop.is_set()
+            ),
             sleep=self._sleep,
             before_sleep=lambda state: log.debug(
-                "%s: attempt %d failed (%s); retrying", what, state.attempt_number,
+                "%s: attempt %d failed (%s); retrying",
+                what,
+                state.attempt_number,
                 state.outcome.exception() if state.outcome else "?",
             ),
             reraise=True,

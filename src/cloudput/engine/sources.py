@@ -172,7 +172,9 @@ class SourceReader:
         try:
             st = os.stat(self.path)
         except OSError as exc:
-            raise SourceChangedError(f"source {self.path} changed during upload: gone") from exc
+            raise SourceChangedError(
+                f"source {self.path} changed during upload: gone"
+            ) from exc
         now = Fingerprint(st.st_size, st.st_mtime_ns, st.st_ino)
         if now != self.expected:
             raise SourceChangedError(
@@ -214,7 +216,9 @@ class _RangeFile(io.RawIOBase):
         return self._position
 
     def seek(self, position: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self._size}[whence]
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self._size}[
+            whence
+        ]
         self._position = max(0, min(self._size, base + position))
         return self._position
 

@@ -195,13 +195,22 @@ class Provider(Protocol):
         ...
 
     def send_part(
-        self, spec: ObjectSpec, session: str, part: PartSpec, body: bytes, digest: Digest | None
+        self,
+        spec: ObjectSpec,
+        session: str,
+        part: PartSpec,
+        body: bytes,
+        digest: Digest | None,
     ) -> Receipt:
         """Send one part; ``digest`` is of ``body`` and is checked by the provider."""
         ...
 
     def complete(
-        self, spec: ObjectSpec, session: str, receipts: Sequence[Receipt], expected: Expected
+        self,
+        spec: ObjectSpec,
+        session: str,
+        receipts: Sequence[Receipt],
+        expected: Expected,
     ) -> Verified:
         """Make the object visible and confirm its size and checksum.
 
@@ -214,7 +223,9 @@ class Provider(Protocol):
         """Cancel the session; idempotent (a gone session is fine)."""
         ...
 
-    def put_single(self, spec: ObjectSpec, body: Body, digest: Digest | None) -> Verified:
+    def put_single(
+        self, spec: ObjectSpec, body: Body, digest: Digest | None
+    ) -> Verified:
         """Create the whole object in one request and confirm it."""
         ...
 
