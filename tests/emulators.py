@@ -6,9 +6,11 @@ answers, and can reset, restart and stop it. It never touches real cloud account
 
 from __future__ import annotations
 
+import ctypes
 import http.client
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -29,6 +31,9 @@ LOG_TAIL_LINES = 40
 #: between free_port() and the server's bind); only a port clash is retried.
 START_ATTEMPTS = 3
 _PORT_CLASH_HINTS = ("address already in use", "eaddrinuse")
+
+#: prctl option: signal to deliver when the parent dies (linux/prctl.h).
+PR_SET_PDEATHSIG = 1
 
 #: Azurite's published development account (documented by Microsoft for the emulator;
 #: it is not a secret and grants access to nothing but a local Azurite).
@@ -51,6 +56,18 @@ class EmulatorUnavailableError(RuntimeError):
 
 class EmulatorStartError(RuntimeError):
     """The emulator did not come up; the message quotes its log."""
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: ask Linux to SIGTERM it when the test process dies,
+    so a pytest killed by a timeout leaves no emulator behind."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass  # best effort; stop() still ends it on a normal exit
 
 
 def free_port() -> int:
@@ -162,6 +179,7 @@ class Emulator:
             stdin=subprocess.DEVNULL,
             cwd=self._workdir,
             env=self.environment(),
+            preexec_fn=_die_with_parent,
         )
         log.close()
         self.port = port
