@@ -1,0 +1,64 @@
+"""The journal file itself: permissions, corruption, truncation, newer schema (exit 9)."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import stat
+
+from cloudput.journal import SCHEMA_VERSION, Journal
+from tests.helpers import run_cli
+
+
+def test_journal_is_created_with_mode_0600(tmp_path):
+    path = tmp_path / "sub" / "journal.db"
+    Journal.open(path).close()
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+
+
+def test_garbage_journal_is_exit_9_with_one_line(tmp_path):
+    path = tmp_path / "journal.db"
+    path.write_bytes(b"this is not a database at all" * 100)
+    result = run_cli(["list", "--journal", str(path)])
+    assert result.code == 9
+    assert "corrupt" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_truncated_journal_is_exit_9(tmp_path):
+    path = tmp_path / "journal.db"
+    journal = Journal.open(path)
+    journal.close()
+    with sqlite3.connect(
+        path
+    ) as db:  # fold the WAL in so the main file holds the schema
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    size = path.stat().st_size
+    with open(path, "r+b") as handle:
+        handle.truncate(size // 2)
+    for leftover in (tmp_path / "journal.db-wal", tmp_path / "journal.db-shm"):
+        leftover.unlink(missing_ok=True)
+    result = run_cli(["list", "--journal", str(path)])
+    assert result.code == 9
+    assert "Traceback" not in result.stderr
+
+
+def test_journal_from_a_newer_version_is_exit_9(tmp_path):
+    path = tmp_path / "journal.db"
+    Journal.open(path).close()
+    with sqlite3.connect(path) as db:
+        db.execute(
+            "UPDATE meta SET value = ? WHERE key = 'schema_version'",
+            (str(SCHEMA_VERSION + 1),),
+        )
+    result = run_cli(["list", "--journal", str(path)])
+    assert result.code == 9
+    assert "newer" in result.stderr
+
+
+def test_unreadable_journal_directory_is_exit_9(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    result = run_cli(["list", "--journal", str(blocker / "journal.db")])
+    assert result.code == 9
