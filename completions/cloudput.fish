@@ -1,0 +1,1 @@
+complete --command cloudput --no-files --arguments "(env _CLOUDPUT_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=get-args _TYPER_COMPLETE_ARGS=(commandline -cp) cloudput)" --condition "env _CLOUDPUT_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=is-args _TYPER_COMPLETE_ARGS=(commandline -cp) cloudput"
