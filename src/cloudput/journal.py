@@ -8,6 +8,7 @@ the file is created with mode 0600.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -258,6 +259,18 @@ class Journal:
                 return False
             self._holds[upload_id] = fd
             return True
+
+    @contextmanager
+    def key_lock(self, name: str) -> Iterator[None]:
+        """Serialise a short decision across processes (and threads) by ``name``."""
+        digest = hashlib.sha1(name.encode("utf-8"), usedforsecurity=False).hexdigest()
+        fd = os.open(self._lock_path(f"key-{digest}"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
 
     def release(self, upload_id: str) -> None:
         with self._lock:

@@ -61,6 +61,13 @@ def run_engine(
         progress.close()
     if stop.is_set() and isinstance(stop.error, InterruptedRunError):
         codes.append(stop.error.exit_code)
+    if engine.unstarted and stop.error is not None:
+        codes.append(stop.error.exit_code)
+        if not quiet:
+            sys.stderr.write(
+                f"cloudput: {engine.unstarted} files not started ({stop.error.message}); "
+                "run the same command again to continue\n"
+            )
     if resumable and not quiet:
         ids = " ".join(resumable[:10]) + (" ..." if len(resumable) > 10 else "")
         sys.stderr.write(f"cloudput: to continue, run: cloudput resume {ids}\n")

@@ -34,6 +34,7 @@ from cloudput.engine.sources import (
 )
 from cloudput.errors import (
     EXIT_OK,
+    EXIT_RESUMABLE,
     CloudputError,
     DeadlineError,
     IntegrityError,
@@ -190,6 +191,7 @@ class Engine:
         self._budget = threading.BoundedSemaphore(options.concurrency)
         self._parts = ThreadPoolExecutor(options.concurrency, thread_name_prefix="part")
         self._deadline_timer: threading.Timer | None = None
+        self.unstarted = 0  # items never begun because the run was stopped
 
     def close(self) -> None:
         if self._deadline_timer:
@@ -230,6 +232,10 @@ class Engine:
             for item in items:
                 while not slots.acquire(timeout=0.2):
                     yield from self._drain(done, done_lock, pending)
+                if self.stop.is_set():
+                    slots.release()
+                    self.unstarted += 1
+                    continue
                 future = pool.submit(self._guarded, work, item)
                 pending.add(future)
                 future.add_done_callback(finished)
@@ -286,7 +292,7 @@ class Engine:
                 job.source_path,
                 job.target.uri,
                 "held",
-                exit_code=EXIT_OK,
+                exit_code=EXIT_RESUMABLE,
                 message="held by another cloudput process",
             )
         return self._transfer(record, resuming=False)
@@ -303,35 +309,37 @@ class Engine:
         )
 
     def _record_for(self, job: Job) -> UploadRecord | None:
-        """Continue an unfinished upload of this source and target, or journal a new one."""
+        """Continue an unfinished upload of this source and target, or journal a new
+        one; either way the record comes back held by this process (None: another
+        process holds it). The choice is made under a per-(source, target) lock so two
+        runs of the same command never start two uploads of one file."""
         source_path = os.path.abspath(job.source_path)
         current = fingerprint(source_path)
-        for old in self.journal.find_unfinished(
-            source_path, job.target.uri, self.options.endpoint_url
-        ):
-            if self.journal.is_held_elsewhere(old.id):
-                self.subscriber.notice(
-                    f"{old.id} ({job.target.uri}) is held by another process"
-                )
-                return None
-            if fingerprint_of(old) == current:
-                self._note_kept_plan(old)
-                self.subscriber.notice(
-                    f"continuing upload {old.id} of {job.source_path}"
-                )
-                return old
-            self._fail_changed(
-                old,
-                SourceChangedError(
-                    f"source {job.source_path} changed since upload {old.id} was journaled"
-                ),
-            )
-            log.warning(
-                "source %s changed since upload %s: starting a fresh upload",
-                job.source_path,
-                old.id,
-            )
-        return self._new_record(job, source_path, current)
+        with self.journal.key_lock(f"{source_path}\0{job.target.uri}"):
+            for old in self.journal.find_unfinished(
+                source_path, job.target.uri, self.options.endpoint_url
+            ):
+                if not self.journal.hold(old.id):
+                    self.subscriber.notice(
+                        f"{old.id} ({job.target.uri}) is held by another process"
+                    )
+                    return None
+                if fingerprint_of(old) == current:
+                    self._note_kept_plan(old)
+                    self.subscriber.notice(
+                        f"continuing upload {old.id} of {job.source_path}"
+                    )
+                    return old
+                self._replace_changed(old, job)
+            record = self._new_record(job, source_path, current)
+            self.journal.hold(record.id)
+            return record
+
+    def _replace_changed(self, old: UploadRecord, job: Job) -> None:
+        message = f"source {job.source_path} changed since upload {old.id} was journaled"
+        self._fail_changed(old, SourceChangedError(message))
+        self.journal.release(old.id)
+        log.warning("%s: starting a fresh upload", message)
 
     def _note_kept_plan(self, record: UploadRecord) -> None:
         asked = self.options.part_size_bytes
@@ -436,6 +444,7 @@ class Engine:
                 record.uri,
                 "held",
                 record,
+                exit_code=EXIT_RESUMABLE,
                 message="held by another cloudput process",
             )
         try:
