@@ -179,7 +179,6 @@ def interrupt_upload(
     key: str,
     *,
     after_parts: int,
-    extra: tuple[str, ...] = (),
 ) -> str:
     """Run `cloudput upload` as a process through `proxy`, SIGKILL it once
     `after_parts` parts were answered, and return the journaled upload id.
@@ -188,14 +187,22 @@ def interrupt_upload(
     names the host the session was created through.
     """
     part_bytes = PROFILES[backend.name].crash_part_bytes
-    rule = proxy.delay(PART_REQUESTS, PART_DELAY_S, times=None)
     args = upload_args(
         source, backend.uri(key), part_bytes,
-        "--concurrency", str(CRASH_CONCURRENCY), "--quiet", *extra,
+        "--concurrency", str(CRASH_CONCURRENCY), "--quiet",
     )  # fmt: skip
-    process = start_cloudput(
-        args, {**backend.routed_through(proxy.url), **FAST_RETRY_ENV}
-    )
+    kill_after_parts(backend, proxy, args, after_parts)
+    return only_record().id
+
+
+def kill_after_parts(
+    backend: Backend, proxy: FaultProxy, args: list[str], after_parts: int
+) -> None:
+    """Run cloudput `args` as a process through `proxy`, each part's answer held
+    PART_DELAY_S, and SIGKILL it once `after_parts` parts were answered."""
+    rule = proxy.delay(PART_REQUESTS, PART_DELAY_S, times=None)
+    env = {**backend.routed_through(proxy.url), **FAST_RETRY_ENV}
+    process = start_cloudput(args, env)
     try:
         wait_until(
             lambda: answered_parts(proxy) >= after_parts or process.poll() is not None,
@@ -207,7 +214,6 @@ def interrupt_upload(
     assert process.returncode == -signal.SIGKILL, f"finished before the kill: {stderr}"
     time.sleep(SETTLE_S)  # answers the proxy still held are recorded by now
     rule.times = 0
-    return only_record().id
 
 
 # -- round trips -------------------------------------------------------------------
