@@ -455,3 +455,102 @@ def test_zero_byte_file_goes_up_in_one_request(
     assert (record["status"], record["size"], record["parts"]) == ("completed", 0, 1)
     assert only_record().status == "completed"
     assert sha256_file(source) == sha256_of(b"")
+
+
+# -- faults on a part, on every provider (BC-18, BC-29) ----------------------------
+
+
+def _first_part_fault_run(
+    backend: Backend,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    add_fault: object,
+) -> tuple[CliResult, list[RecordedRequest], str, int]:
+    """Upload 4 parts through a proxy with one fault on part requests; return the run,
+    the part requests, the file's SHA-256 and its size."""
+    part_bytes = PROFILES[backend.name].crash_part_bytes
+    size_bytes = 4 * part_bytes
+    source = tmp_path / "f.bin"
+    digest = write_random(source, size_bytes)
+    with FaultProxy(backend.endpoint) as proxy:
+        add_fault(proxy)  # type: ignore[operator]
+        use_env(monkeypatch, backend.routed_through(proxy.url))
+
+        result = run_cli(
+            [*upload_args(source, backend.uri("f.bin"), part_bytes), "--json"]
+        )
+        parts = proxy.matching(PART_REQUESTS)
+    return result, parts, digest, size_bytes
+
+
+def test_connection_reset_mid_part_is_retried_and_the_object_is_whole(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """BC-18 on every provider: a TCP RST after 300 KiB of a part's body."""
+    result, parts, digest, size_bytes = _first_part_fault_run(
+        backend,
+        monkeypatch,
+        tmp_path,
+        lambda proxy: proxy.reset_after(PART_REQUESTS, 300 * 1024),
+    )
+
+    assert result.code == 0, result.stderr
+    assert sha256_of(backend.read("f.bin")) == digest
+    assert [r.action for r in parts].count("reset") == 1
+    part_bytes = PROFILES[backend.name].crash_part_bytes
+    assert sum(r.body_length for r in parts) <= size_bytes + part_bytes
+
+
+def test_throttled_part_is_retried_and_the_object_is_whole(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """BC-29 A on every provider: two 503 answers to part requests, then success."""
+    result, parts, digest, _ = _first_part_fault_run(
+        backend,
+        monkeypatch,
+        tmp_path,
+        lambda proxy: proxy.respond(PART_REQUESTS, 503, times=2),
+    )
+
+    assert result.code == 0, result.stderr
+    assert sha256_of(backend.read("f.bin")) == digest
+    assert [r.status for r in parts].count(503) == 2
+
+
+# -- keys and directories (BC-25, BC-34) -------------------------------------------
+
+
+@pytest.mark.parametrize("key", ["/lead.txt", "a/../b.txt", "./c.txt", "d/./e.txt"])
+def test_exit_code_is_2_for_an_unsafe_key_before_any_request(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, key: str
+) -> None:
+    source = tmp_path / "f.txt"
+    write_random(source, 10)
+    with FaultProxy(backend.endpoint) as proxy:
+        use_env(monkeypatch, backend.routed_through(proxy.url))
+
+        result = run_cli(
+            ["upload", source, f"{backend.scheme}://{backend.bucket}/{key}"]
+        )
+        sent = proxy.requests
+
+    assert result.code == 2, result.stderr
+    assert sent == []
+    assert backend.keys() == []
+
+
+def test_empty_directories_are_skipped_and_files_uploaded(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """BC-34: the same on every provider: no markers for a/empty/ or b/c/."""
+    tree = tmp_path / "tree"
+    (tree / "a" / "empty").mkdir(parents=True)
+    (tree / "b" / "c").mkdir(parents=True)
+    digest = write_random(tree / "d" / "f.txt", 20)
+    backend.apply_env(monkeypatch)
+
+    result = run_cli(["upload", tree, backend.uri("p/"), "--quiet"])
+
+    assert result.code == 0, result.stderr
+    assert backend.keys() == ["p/d/f.txt"]
+    assert sha256_of(backend.read("p/d/f.txt")) == digest
