@@ -83,6 +83,7 @@ S3_LIST_PAGE_MAX = 1000
 # objects with presigned URLs").
 S3_MAX_PRESIGN_TTL_S = 7 * 24 * 3600
 S3_DEFAULT_REGION = "us-east-1"
+PART_CONTENT_TYPE = "application/octet-stream"
 # Connections beyond `concurrency`, for HeadObject/ListParts made beside part uploads.
 EXTRA_POOL_CONNECTIONS = 4
 
@@ -636,7 +637,9 @@ class S3Provider:
             "UploadId": session,
             "PartNumber": part.number,
         }
-        headers: dict[str, str] = {}
+        # Not signed, but a sender that adds none may default to a form type (curl
+        # --data-binary, urllib), which moto then tries to parse as a form.
+        headers = {"Content-Type": PART_CONTENT_TYPE}
         if content_md5:
             params["ContentMD5"] = content_md5
             headers["Content-MD5"] = content_md5
