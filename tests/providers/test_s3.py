@@ -12,6 +12,7 @@ import io
 import os
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO
 
@@ -41,7 +42,7 @@ from cloudput.providers.base import (
 )
 from cloudput.providers.s3 import S3_LIMITS, S3Provider, error_for_code
 from tests.backends import Backend
-from tests.emulators import Emulator
+from tests.emulators import Emulator, free_port
 from tests.faultproxy import FaultProxy, Match
 
 EMPTY_MD5_B64 = "1B2M2Y8AsgTpgAmY7PhCfg=="
@@ -253,6 +254,29 @@ def test_put_single_stores_content_type_and_metadata(
         "text/plain",
         {"origin": "ci"},
     )
+
+
+def test_put_single_with_crc32c_is_confirmed_by_the_stored_checksum(
+    provider: S3Provider, s3: Backend
+) -> None:
+    data = os.urandom(1000)
+    spec = spec_for(s3, "crc-single.bin", len(data), algorithm="crc32c")
+    digest = checksums.digest_of(data, "crc32c")
+    assert digest is not None
+
+    verified = provider.put_single(spec, BytesBody(data), digest)
+
+    assert (verified.verified, verified.value) == ("crc32c", digest.value_b64)
+    assert s3.read("crc-single.bin") == data
+
+
+def test_unreachable_endpoint_is_transient() -> None:
+    provider = S3Provider(
+        ProviderSettings(endpoint_url=f"http://127.0.0.1:{free_port()}", timeout_s=5)
+    )
+
+    with pytest.raises(TransientError, match="EndpointConnectionError"):
+        provider.head(Target("s3", "bkt", "k"))
 
 
 def test_head_of_a_missing_key_is_none(provider: S3Provider, s3: Backend) -> None:
@@ -519,6 +543,65 @@ def test_complete_called_again_after_success_returns_the_object(
     second = provider.complete(spec, session, receipts, expected)
 
     assert first.value == second.value
+
+
+def test_complete_answered_no_such_upload_after_it_succeeded_returns_the_object(
+    s3: Backend, proxy: FaultProxy, proxied: S3Provider
+) -> None:
+    data = os.urandom(sum(SIZES))
+    spec = spec_for(s3, "aws-lost.bin", len(data))
+    session = proxied.start(spec, 5 * MIB)
+    receipts, expected = send_all(proxied, spec, session, data, SIZES)
+    first = proxied.complete(spec, session, receipts, expected)
+    proxy.respond(COMPLETE, 404, s3_error("NoSuchUpload", "The upload does not exist"))
+
+    again = proxied.complete(spec, session, receipts, expected)
+
+    assert again.value == first.value
+
+
+def test_complete_answered_no_such_upload_without_the_object_is_upload_gone(
+    s3: Backend, proxy: FaultProxy, proxied: S3Provider
+) -> None:
+    data = os.urandom(sum(SIZES))
+    spec = spec_for(s3, "aws-gone.bin", len(data))
+    session = proxied.start(spec, 5 * MIB)
+    receipts, expected = send_all(proxied, spec, session, data, SIZES)
+    proxy.respond(COMPLETE, 404, s3_error("NoSuchUpload", "The upload does not exist"))
+
+    with pytest.raises(UploadGoneError, match="NoSuchUpload"):
+        proxied.complete(spec, session, receipts, expected)
+
+
+def test_parts_sent_from_several_threads_all_arrive(
+    provider: S3Provider, s3: Backend
+) -> None:
+    sizes = [1000] * 8
+    data = os.urandom(sum(sizes))
+    spec = spec_for(s3, "threads.bin", len(data))
+    session = provider.start(spec, 1000)
+
+    def send(part: PartSpec) -> Receipt:
+        body = data[part.offset : part.end]
+        return provider.send_part(
+            spec, session, part, body, checksums.digest_of(body, "md5")
+        )
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        receipts = list(pool.map(send, plan(sizes)))
+
+    assert provider.held_parts(spec, session, plan(sizes)) == {
+        receipt.number: receipt for receipt in receipts
+    }
+
+
+def test_check_bucket_without_list_permission_passes(
+    s3: Backend, proxy: FaultProxy, proxied: S3Provider
+) -> None:
+    proxy.respond(Match(method="HEAD"), 403)
+    proxy.respond(Match(method="GET"), 403, s3_error("AccessDenied", "Access Denied"))
+
+    proxied.check_bucket(Target("s3", s3.bucket, "k"))
 
 
 def test_complete_refuses_a_list_with_a_missing_part(

@@ -510,7 +510,7 @@ class S3Provider:
             )
             if not isinstance(error, (UploadGoneError, TransientError)):
                 raise error from exc
-            return self._recover_completed(spec, session, ordered, expected, error)
+            return self._recover_completed(spec, session, ordered, expected, error, exc)
         return self._confirm(spec, ordered, expected)
 
     def _recover_completed(
@@ -520,6 +520,7 @@ class S3Provider:
         ordered: Sequence[Receipt],
         expected: Expected,
         error: CloudputError,
+        cause: Exception,
     ) -> Verified:
         response = self._head_raw(spec.target)
         if response is not None:
@@ -529,7 +530,7 @@ class S3Provider:
                 if not isinstance(error, UploadGoneError):
                     self._abort_quietly(spec, session)
                 return verified
-        raise error from error.__cause__
+        raise error from cause
 
     def _confirm(
         self, spec: ObjectSpec, ordered: Sequence[Receipt], expected: Expected
@@ -752,7 +753,9 @@ def _digest_params(digest: Digest | None) -> dict[str, str]:
     if digest.algorithm == "md5":
         return {"ContentMD5": digest.value_b64}
     if digest.algorithm == "crc32c":
-        return {"ChecksumCRC32C": digest.value_b64}
+        # The algorithm too: moto (and some S3-compatible servers) store the value
+        # only when it is named; botocore sends the given value, no trailer.
+        return {"ChecksumAlgorithm": "CRC32C", "ChecksumCRC32C": digest.value_b64}
     raise ValueError(f"S3 does not take a {digest.algorithm!r} digest")
 
 
