@@ -457,7 +457,6 @@ def test_bad_digest_answer_is_a_bad_digest_error(
         proxied.send_part(spec, session, PartSpec(1, 0, 10), b"0123456789", digest)
 
 
-@pytest.mark.xfail(strict=True, reason="moto does not check a part's Content-MD5")
 def test_part_corrupted_in_transit_is_refused_by_the_server(
     s3: Backend, proxy: FaultProxy, proxied: S3Provider
 ) -> None:

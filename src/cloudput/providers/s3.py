@@ -435,15 +435,37 @@ class S3Provider:
             "ContentLength": len(body),
         }
         params.update(_digest_params(digest))
-        response = self._call(
-            "upload_part", f"UploadPart {part.number} of {spec.target.uri}", **params
-        )
+        doing = f"UploadPart {part.number} of {spec.target.uri}"
+        response = self._call("upload_part", doing, **params)
+        self._check_part_etag(str(response["ETag"]), digest, doing)
         return Receipt(
             number=part.number,
             etag=str(response["ETag"]),
             size_bytes=len(body),
             checksum=digest.value_b64 if digest else None,
         )
+
+    def _check_part_etag(self, etag: str, digest: Digest | None, doing: str) -> None:
+        """A plain-MD5 part ETag must be the MD5 that was sent (BadDigest otherwise).
+
+        S3 checks Content-MD5 itself; servers that do not (moto, some S3-compatible
+        ones) store a body corrupted in transit, and its ETag is the MD5 of what they
+        stored. SSE-KMS and SSE-C part ETags are not MD5s and are not compared.
+        """
+        if digest is None or digest.algorithm != "md5":
+            return
+        if _encryption_params(self.settings.extra).get("ServerSideEncryption") in (
+            _KMS_ENCRYPTION
+        ):
+            return
+        shown = etag.strip('"')
+        sent = base64.b64decode(digest.value_b64).hex()
+        if _MD5_HEX.match(shown) and shown != sent:
+            raise BadDigestError(
+                f"{doing}: the server stored a body with MD5 {shown}, the part sent "
+                f"has MD5 {sent} (corrupted in transit)",
+                hint="the part is sent again",
+            )
 
     def held_parts(
         self, spec: ObjectSpec, session: str, parts: Sequence[PartSpec]
