@@ -1,16 +1,20 @@
-"""Local sources: expanding SOURCE arguments into (file, target) jobs, fingerprints,
-and reading byte ranges without loading whole files.
+"""Local sources: expanding SOURCE arguments (globs, directory walks, filters) into
+(file, target) jobs lazily, fingerprints, and reading byte ranges without loading
+whole files.
 
 Never talks to a provider.
 """
 
 from __future__ import annotations
 
+import fnmatch
+import glob
 import io
 import logging
 import os
+import re
 import stat
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -52,21 +56,155 @@ def fingerprint(path: str) -> Fingerprint:
     return Fingerprint(st.st_size, st.st_mtime_ns, st.st_ino)
 
 
-def expand_sources(sources: Sequence[str], target: Target) -> list[Job]:
-    """Map SOURCE arguments to jobs by CONTRACT.md's target rules.
+_GLOB_MAGIC = re.compile(r"[*?\[]")
+DirId = tuple[int, int]  # (st_dev, st_ino) of a directory
 
-    Raises ``UsageError`` when two sources map to one key or a key is unsafe.
+
+@dataclass(frozen=True)
+class Selection:
+    """Which files a walk takes, and whether it follows links to directories.
+
+    ``filters`` are ("include" | "exclude", pattern) pairs in command-line order. Each
+    pattern is matched (fnmatch, case-sensitive, ``*`` also matches ``/``) against the
+    path relative to the walked directory, or a named file's own name; the last pattern
+    that matches decides, and a path no pattern matches is taken (as ``aws s3 cp``).
     """
-    several = len(sources) > 1
-    jobs: list[Job] = []
+
+    filters: tuple[tuple[str, str], ...] = ()
+    follow_symlinks: bool = False
+
+    def is_selected(self, relative: str) -> bool:
+        taken = True
+        for kind, pattern in self.filters:
+            if fnmatch.fnmatchcase(relative, pattern):
+                taken = kind == "include"
+        return taken
+
+
+def expand_globs(sources: Sequence[str]) -> tuple[list[str], set[str]]:
+    """Expand SOURCE arguments the shell left alone (quoted globs, ``**`` included).
+
+    A path that exists is taken as it is, even with ``*`` in its name. Returns the paths
+    and the patterns that matched nothing (reported as missing sources, exit 4).
+    """
+    paths: list[str] = []
+    unmatched: set[str] = set()
     for source in sources:
-        if os.path.isdir(source):
-            base = target if target.is_prefix else _as_prefix(target)
-            jobs.extend(_walk(source, base))
-        else:
-            jobs.append(_file_job(source, target, several))
-    _refuse_collisions(jobs)
-    return jobs
+        if os.path.lexists(source) or not _GLOB_MAGIC.search(source):
+            paths.append(source)
+            continue
+        matches = sorted(glob.glob(source, recursive=True))
+        if not matches:
+            unmatched.add(source)
+            paths.append(source)
+        paths.extend(matches)
+    return paths, unmatched
+
+
+class SourceSet:
+    """SOURCE arguments mapped to jobs by CONTRACT.md's target rules, enumerated lazily.
+
+    ``check()`` walks everything once holding nothing but the keys of named files, and
+    refuses unsafe keys and two sources mapping to one key before any request; ``jobs()``
+    walks again, yielding one job at a time, so a million-file tree is never held in
+    memory. Walk warnings (special files, broken links, loops, links to directories not
+    followed) are logged; empty directories are announced through ``notice``.
+    """
+
+    def __init__(
+        self,
+        sources: Sequence[str],
+        target: Target,
+        selection: Selection | None = None,
+        notice: Callable[[str], None] | None = None,
+    ):
+        self.target = target
+        self.selection = selection or Selection()
+        self._notice = notice or log.info
+        self._paths, self._unmatched = expand_globs(sources)
+        self._several = len(self._paths) > 1
+        self._announced = False
+
+    def check(self) -> int:
+        """Refuse unsafe keys and collisions (``UsageError``); return the file count."""
+        file_keys: dict[str, str] = {}
+        walked: list[str] = []
+        count = 0
+        for job, relative, root in self._enumerate(announce=True):
+            count += 1
+            if job.error is not None or not self._several:
+                continue
+            self._refuse_collision(job, relative, root, file_keys, walked)
+            if root is None:
+                file_keys[job.target.key] = job.source_path
+            elif not walked or walked[-1] != root:
+                walked.append(root)
+        return count
+
+    def jobs(self) -> Iterator[Job]:
+        """Every job, lazily: directory walks in name order, depth first."""
+        for job, _, _ in self._enumerate(announce=not self._announced):
+            yield job
+
+    def _enumerate(self, announce: bool) -> Iterator[tuple[Job, str, str | None]]:
+        """(job, path relative to its walked directory, that directory or None)."""
+        self._announced = self._announced or announce
+        for source in self._paths:
+            if source in self._unmatched:
+                error = SourceError(
+                    f"no file matches {source!r}", hint="check the pattern"
+                )
+                yield Job(source, self.target, error), "", None
+            elif os.path.isdir(source):
+                yield from self._walk_jobs(source, announce)
+            else:
+                job = _file_job(source, self.target, self._several)
+                name = os.path.basename(source.rstrip(os.sep))
+                if self.selection.is_selected(name):
+                    yield job, name, None
+
+    def _walk_jobs(
+        self, root: str, announce: bool
+    ) -> Iterator[tuple[Job, str, str | None]]:
+        base = self.target if self.target.is_prefix else _as_prefix(self.target)
+        walk = Walk(root, self.selection, announce, self._notice)
+        for path, relative, error in walk.files():
+            if error is not None:
+                yield Job(path, base.child(relative), error), relative, root
+                continue
+            key = key_from_relative_path(relative)
+            check_key(base.key + key)
+            yield Job(path, base.child(key)), relative, root
+
+    def _refuse_collision(
+        self,
+        job: Job,
+        relative: str,
+        current: str | None,
+        file_keys: dict[str, str],
+        walked: list[str],
+    ) -> None:
+        """Two sources map to one key: a named file's key seen before, or the same
+        relative path taken by an earlier directory walk (looked up on disk, so
+        nothing is remembered per walked file)."""
+        other = file_keys.get(job.target.key)
+        if other is None:
+            for root in walked:
+                if root != current and Walk(root, self.selection).would_take(relative):
+                    other = os.path.join(root, relative)
+                    break
+        if other is not None and other != job.source_path:
+            raise UsageError(
+                f"{other} and {job.source_path} both map to {job.target.uri}",
+                hint="upload them to different prefixes",
+            )
+
+
+def expand_sources(sources: Sequence[str], target: Target) -> list[Job]:
+    """Every job at once (small inputs and tests); ``SourceSet`` is the lazy form."""
+    source_set = SourceSet(sources, target)
+    source_set.check()
+    return list(source_set.jobs())
 
 
 def _as_prefix(target: Target) -> Target:
@@ -89,24 +227,127 @@ def _file_job(source: str, target: Target, several: bool) -> Job:
     return Job(source, job_target, error)
 
 
-def _walk(root: str, base: Target) -> Iterator[Job]:
-    """Files under ``root`` in a stable order; special files and broken links warned."""
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        if not dirnames and not filenames and dirpath != root:
-            log.info("skipping empty directory %s", dirpath)
-        for name in sorted(filenames):
-            path = os.path.join(dirpath, name)
-            mode = _mode_or_none(path)
-            if mode is None:
-                log.warning("skipping %s: broken link or unreadable", path)
+class Walk:
+    """A depth-first walk of one directory in name order, without recursion.
+
+    Links to files are followed; links to directories only with ``follow_symlinks``,
+    and never to a directory already on the current path (a loop), found by
+    (st_dev, st_ino). Special files, broken links and loops are skipped with a warning.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        selection: Selection,
+        announce: bool = False,
+        notice: Callable[[str], None] | None = None,
+    ):
+        self.root = root
+        self.selection = selection
+        self.announce = announce
+        self._notice = notice or log.info
+
+    def files(self) -> Iterator[tuple[str, str, SourceError | None]]:
+        """(path, relative path with ``/``, error for an unreadable directory)."""
+        pending: list[tuple[str, str, tuple[DirId, ...]]] = [
+            (self.root, "", (_dir_id(os.stat(self.root)),))
+        ]
+        while pending:
+            path, relative, ancestors = pending.pop()
+            try:
+                entries = _sorted_entries(path)
+            except OSError as exc:
+                error = SourceError(f"directory {path} cannot be read: {exc.strerror}")
+                yield path, relative, error
                 continue
-            if not stat.S_ISREG(mode):
-                log.warning("skipping %s: not a regular file", path)
-                continue
-            relative = key_from_relative_path(os.path.relpath(path, root))
-            check_key(base.key + relative)
-            yield Job(path, base.child(relative))
+            if not entries and relative and self.announce:
+                self._notice(f"skipping empty directory {path} (no object is made)")
+            subdirs: list[tuple[str, str, tuple[DirId, ...]]] = []
+            for entry in entries:
+                child = relative + entry.name
+                kind, ident = self._kind(entry, ancestors)
+                if kind == "dir":
+                    subdirs.append((entry.path, child + "/", ancestors + (ident,)))
+                elif kind == "file" and self.selection.is_selected(child):
+                    yield entry.path, child, None
+            pending.extend(reversed(subdirs))
+
+    def would_take(self, relative: str) -> bool:
+        """True if this walk yields ``relative`` (checked on disk, not by walking)."""
+        if not self.selection.is_selected(relative):
+            return False
+        path = self.root
+        names = relative.split("/")
+        for name in names[:-1]:
+            path = os.path.join(path, name)
+            try:
+                if os.path.islink(path) and not self.selection.follow_symlinks:
+                    return False
+                if not stat.S_ISDIR(os.stat(path).st_mode):
+                    return False
+            except OSError:
+                return False
+        mode = _mode_or_none(os.path.join(path, names[-1]))
+        return mode is not None and stat.S_ISREG(mode)
+
+    def _kind(
+        self, entry: os.DirEntry[str], ancestors: tuple[DirId, ...]
+    ) -> tuple[str | None, DirId]:
+        """ "file", "dir" or None (skipped, warned), and a directory's id."""
+        try:
+            if entry.is_symlink():
+                return self._link_kind(entry, ancestors)
+            if entry.is_file(follow_symlinks=False):
+                return "file", (0, 0)
+            if entry.is_dir(follow_symlinks=False):
+                ident = _dir_id(entry.stat(follow_symlinks=False))
+                if ident in ancestors:  # a bind mount of a directory above
+                    self._warn(f"skipping {entry.path}: it loops back to a parent")
+                    return None, ident
+                return "dir", ident
+        except OSError as exc:
+            self._warn(f"skipping {entry.path}: {exc.strerror}")
+            return None, (0, 0)
+        self._warn(f"skipping {entry.path}: not a regular file (special file)")
+        return None, (0, 0)
+
+    def _link_kind(
+        self, entry: os.DirEntry[str], ancestors: tuple[DirId, ...]
+    ) -> tuple[str | None, DirId]:
+        try:
+            st = os.stat(entry.path)
+        except OSError:
+            self._warn(f"skipping {entry.path}: broken link")
+            return None, (0, 0)
+        if stat.S_ISREG(st.st_mode):
+            return "file", (0, 0)
+        if not stat.S_ISDIR(st.st_mode):
+            self._warn(f"skipping {entry.path}: links to a special file")
+            return None, (0, 0)
+        ident = _dir_id(st)
+        if not self.selection.follow_symlinks:
+            self._warn(
+                f"skipping {entry.path}: a link to a directory "
+                "(pass --follow-symlinks to follow it)"
+            )
+            return None, ident
+        if ident in ancestors:
+            self._warn(f"skipping {entry.path}: a link back to a parent (a loop)")
+            return None, ident
+        return "dir", ident
+
+    def _warn(self, message: str) -> None:
+        if self.announce:
+            log.warning("%s", message)
+
+
+def _dir_id(st: os.stat_result) -> DirId:
+    return st.st_dev, st.st_ino
+
+
+def _sorted_entries(path: str) -> list[os.DirEntry[str]]:
+    with os.scandir(path) as found:
+        return sorted(found, key=lambda entry: entry.name)
 
 
 def _mode_or_none(path: str) -> int | None:
@@ -114,18 +355,6 @@ def _mode_or_none(path: str) -> int | None:
         return os.stat(path).st_mode
     except OSError:
         return None
-
-
-def _refuse_collisions(jobs: list[Job]) -> None:
-    seen: dict[tuple[str, str], str] = {}
-    for job in jobs:
-        ident = (job.target.bucket, job.target.key)
-        if ident in seen:
-            raise UsageError(
-                f"{seen[ident]} and {job.source_path} both map to {job.target.uri}",
-                hint="upload them to different prefixes",
-            )
-        seen[ident] = job.source_path
 
 
 class SourceReader:
