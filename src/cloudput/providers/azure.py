@@ -447,6 +447,10 @@ class AzureProvider:
                 self._client.close()
                 self._client = None
 
+    def endpoint(self) -> str:
+        """The blob service URL requests go to (for ``doctor``)."""
+        return str(self._service(Target("azure", "", "")).url).split("?")[0]
+
     # -- checks and reads -----------------------------------------------------------
 
     def check_bucket(self, target: Target) -> None:

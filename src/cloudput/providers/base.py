@@ -258,6 +258,10 @@ class Provider(Protocol):
         """Unfinished uploads at the provider under the target prefix."""
         ...
 
+    def endpoint(self) -> str:
+        """The base URL requests go to (``doctor`` checks it answers, and its clock)."""
+        ...
+
     def close(self) -> None:
         """Release clients and pools."""
         ...

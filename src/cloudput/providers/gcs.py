@@ -287,6 +287,10 @@ class GcsProvider:
         self._sessions: dict[str, _SessionState] = {}
         self._single_priors: dict[tuple[str, str, str], str] = {}
 
+    def endpoint(self) -> str:
+        """The base URL requests go to (for ``doctor``)."""
+        return self._api.rsplit("/storage/v1", 1)[0]
+
     # -- plumbing -----------------------------------------------------------------
 
     def _http(self) -> requests.Session:
@@ -649,13 +653,16 @@ class GcsProvider:
         """The session URL itself with the part's Content-Range. ``ttl_s`` and
         ``content_md5`` do not apply: a session lives a week, chunks carry no MD5."""
         handle = SessionHandle.decode(session)
-        check_chunk(part.offset, part.end, spec.size_bytes)
+        if spec.size_bytes == 0:
+            # An empty object has no byte range: the one empty PUT names only the total.
+            content_range = "bytes */0"
+        else:
+            check_chunk(part.offset, part.end, spec.size_bytes)
+            content_range = f"bytes {part.offset}-{part.end - 1}/{spec.size_bytes}"
         return PresignedRequest(
             url=handle.url,
             method="PUT",
-            headers={
-                "Content-Range": f"bytes {part.offset}-{part.end - 1}/{spec.size_bytes}"
-            },
+            headers={"Content-Range": content_range},
             expires_at=handle.started_at + SESSION_LIFETIME_S,
         )
 

@@ -324,6 +324,10 @@ class S3Provider:
                 client.close()
             self._retired.clear()
 
+    def endpoint(self) -> str:
+        """The base URL requests go to (for ``doctor``)."""
+        return str(self._client.meta.endpoint_url)
+
     # -- bucket and object ---------------------------------------------------------
 
     def check_bucket(self, target: Target) -> None:
