@@ -198,6 +198,21 @@ class Journal:
             )
             return [_from_row(row) for row in rows]
 
+    def find_finished(
+        self, source_path: str, uri: str, endpoint_url: str | None
+    ) -> UploadRecord | None:
+        """The newest completed or skipped upload of this source to this target."""
+        where = (
+            "source_path = ? AND uri = ? AND status IN ('completed', 'skipped') "
+            "AND endpoint_url IS ?"
+        )
+        with self._guard():
+            rows = self.db["uploads"].rows_where(
+                where, [source_path, uri, endpoint_url], order_by="rowid desc", limit=1
+            )
+            found = [_from_row(row) for row in rows]
+        return found[0] if found else None
+
     def update(self, upload_id: str, **changes: Any) -> None:
         """Change fields of a record (commits at once)."""
         row = _to_row_fields(changes)
