@@ -94,6 +94,12 @@ class UploadRecord:
     def with_changes(self, **changes: Any) -> UploadRecord:
         return replace(self, **changes)
 
+    @property
+    def is_plumbing(self) -> bool:
+        """Made by ``cloudput init``: an outside uploader sends the bytes, so there is
+        no local source (``source_path`` is empty) and ``resume`` cannot continue it."""
+        return self.source_path == ""
+
 
 @dataclass(frozen=True)
 class PartRow:

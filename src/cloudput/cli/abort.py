@@ -27,7 +27,8 @@ def abort_record(journal: Journal, record: UploadRecord) -> UploadRecord:
             hint="stop that process first",
         )
     try:
-        if record.session and record.strategy != "single":
+        # A single upload has a session only when `init` opened one (GCS).
+        if record.session:
             provider = provider_factory(1, 60.0)(
                 record.provider, record.endpoint_url, record.region
             )

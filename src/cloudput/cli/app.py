@@ -18,7 +18,7 @@ except ImportError:  # pragma: no cover - depends on the installed typer
 
 from cloudput import __version__
 from cloudput.cli import abort as abort_cmd
-from cloudput.cli import cleanup, records, resume, upload
+from cloudput.cli import cleanup, plumbing, records, resume, upload
 from cloudput.errors import EXIT_INTERNAL, EXIT_SIGINT, EXIT_USAGE, CloudputError
 from cloudput.logs import redact
 
@@ -41,6 +41,9 @@ app.command("abort")(abort_cmd.abort)
 app.command("list")(records.list_uploads)
 app.command("show")(records.show)
 app.command("cleanup")(cleanup.cleanup)
+app.command("init")(plumbing.init)
+app.command("part-url")(plumbing.part_url)
+app.command("complete")(plumbing.complete)
 
 
 def _version(value: bool) -> None:

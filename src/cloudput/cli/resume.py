@@ -30,6 +30,8 @@ def select_for_resume(
         return [journal.get(upload_id) for upload_id in ids]
     chosen = []
     for record in journal.find():
+        if record.is_plumbing:
+            continue  # sent by an outside uploader (`cloudput init`), not resumable
         if record.status in ("interrupted", "initiated"):
             chosen.append(record)
         elif record.status == "in_progress" and not journal.is_held_elsewhere(

@@ -422,6 +422,16 @@ class Engine:
                 record,
                 message="already completed",
             )
+        if record.is_plumbing:
+            error = UsageError(
+                f"upload {record.id} was made by `cloudput init` and has no local "
+                "source to resume from",
+                hint="its uploader sends the parts (`cloudput part-url`), then "
+                f"`cloudput complete {record.id}`",
+            )
+            return Outcome(
+                record.source_path, record.uri, "failed", record, error, error.exit_code
+            )
         if record.status in ("aborted", "failed", "skipped"):
             error = UsageError(
                 f"upload {record.id} is {record.status} and cannot be resumed",
