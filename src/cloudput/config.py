@@ -108,6 +108,22 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
+def _types(value: Any) -> tuple[str, ...]:
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list | tuple) or not all(
+        isinstance(item, str) and "/" in item for item in items
+    ):
+        raise ValueError('use a list of MIME types or patterns such as "image/*"')
+    return tuple(items)
+
+
+#: Keys of a [policy] section (and of --max-size / --allow-type).
+POLICY_SETTINGS: dict[str, Callable[[Any], Any]] = {
+    "max_size": _size,
+    "allowed_types": _types,
+}
+
+
 @dataclass(frozen=True)
 class Settings:
     """Resolved settings, remembering where each value came from (for messages)."""
@@ -117,6 +133,7 @@ class Settings:
     file_values: Mapping[str, Any] = field(default_factory=dict)
     tenant_values: Mapping[str, Any] = field(default_factory=dict)
     tenant_env: Mapping[str, str] = field(default_factory=dict)
+    policy_values: Mapping[str, Any] = field(default_factory=dict)
 
     def get(self, name: str, flag: Any = None) -> Any:
         """The value of ``name``: the flag if given, else env, tenant, file, default."""
@@ -141,6 +158,28 @@ class Settings:
             return "file"
         return "default"
 
+    def policy(
+        self, max_size: Any = None, allowed_types: Any = None
+    ) -> tuple[Any, Any]:
+        """(max size in bytes, allowed type patterns): flags win over the file."""
+        size = (
+            self._parse("max_size", max_size, "--max-size", UsageError, POLICY_SETTINGS)
+            if max_size is not None
+            else self.policy_values.get("max_size")
+        )
+        types = (
+            self._parse(
+                "allowed_types",
+                allowed_types,
+                "--allow-type",
+                UsageError,
+                POLICY_SETTINGS,
+            )
+            if allowed_types
+            else self.policy_values.get("allowed_types", ())
+        )
+        return size, types
+
     def describe(self, name: str) -> str:
         section = (
             f"[tenant.{self.tenant}]" if name in self.tenant_values else "top level"
@@ -148,9 +187,15 @@ class Settings:
         return f"{self.path}: {name} ({section})"
 
     @staticmethod
-    def _parse(name: str, value: Any, where: str, error: type[Exception]) -> Any:
+    def _parse(
+        name: str,
+        value: Any,
+        where: str,
+        error: type[Exception],
+        table: Mapping[str, Callable[[Any], Any]] | None = None,
+    ) -> Any:
         try:
-            return SETTINGS[name](value)
+            return (table or SETTINGS)[name](value)
         except (ValueError, TypeError) as exc:
             raise error(f"{where} {value!r}: {exc}") from exc
 
@@ -176,9 +221,10 @@ def load_settings(config: str | None, tenant: str | None) -> Settings:
         return Settings(None, None)
     data = _read_toml(path)
     tenants = data.pop("tenant", {})
+    policy = _validated_policy(data.pop("policy", {}), path, "[policy]")
     file_values = _validated(data, path, "top level")
     if not tenant:
-        return Settings(path, None, file_values)
+        return Settings(path, None, file_values, policy_values=policy)
     if not isinstance(tenants, dict) or tenant not in tenants:
         raise ConfigError(
             f"tenant {tenant!r} is not defined in {path}",
@@ -186,13 +232,32 @@ def load_settings(config: str | None, tenant: str | None) -> Settings:
         )
     section = dict(tenants[tenant])
     env = section.pop("env", {})
+    policy.update(
+        _validated_policy(section.pop("policy", {}), path, f"[tenant.{tenant}.policy]")
+    )
     if not isinstance(env, dict) or not all(isinstance(v, str) for v in env.values()):
         raise ConfigError(
             f"{path}: [tenant.{tenant}.env] must map variable names to strings"
         )
-    return Settings(
-        path, tenant, file_values, _validated(section, path, f"[tenant.{tenant}]"), env
-    )
+    values = _validated(section, path, f"[tenant.{tenant}]")
+    return Settings(path, tenant, file_values, values, env, policy)
+
+
+def _validated_policy(values: Any, path: Path, section: str) -> dict[str, Any]:
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: {section} must be a table")
+    parsed = {}
+    for key, value in values.items():
+        if key not in POLICY_SETTINGS:
+            raise ConfigError(
+                f"{path}: unknown key {key!r} in {section}",
+                hint=f"known keys: {', '.join(sorted(POLICY_SETTINGS))}",
+            )
+        try:
+            parsed[key] = POLICY_SETTINGS[key](value)
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"{path}: {key} = {value!r} in {section}: {exc}") from exc
+    return parsed
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

@@ -8,11 +8,16 @@ from __future__ import annotations
 from typing import Any
 
 from cloudput.cli.common import metadata_option, settings
+from cloudput.engine.policy import Policy
 from cloudput.engine.runner import TransferOptions
 
 
 def transfer_options(
-    flags: dict[str, Any], metadata: list[str] | None = None, no_multipart: bool = False
+    flags: dict[str, Any],
+    metadata: list[str] | None = None,
+    no_multipart: bool = False,
+    max_size: str | None = None,
+    allowed_types: list[str] | None = None,
 ) -> TransferOptions:
     """Resolve every tuning and object setting: flag > env > tenant > file > default."""
     resolved = settings()
@@ -46,4 +51,5 @@ def transfer_options(
         endpoint_url=value["endpoint_url"],
         region=value["region"],
         tenant=resolved.tenant,
+        policy=Policy(*resolved.policy(max_size, allowed_types)),
     )
