@@ -2,20 +2,70 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import dataclasses
+import sys
+from typing import Annotated, Any
 
+import click
 import typer
+from typer.core import TyperCommand
 
 from cloudput.cli.common import open_journal, provider_factory, settings, with_globals
+from cloudput.cli.dryrun import print_plan
 from cloudput.cli.options import transfer_options
 from cloudput.cli.transfer import run_engine
 from cloudput.engine.plan import check_part_size
-from cloudput.engine.sources import expand_sources
+from cloudput.engine.sources import Selection, SourceSet
 from cloudput.errors import ConfigError, UsageError
 from cloudput.keys import Target, parse_target
 from cloudput.providers.base import ProviderLimits
 
 Opt = typer.Option
+_FILTER_FLAGS = {"--include": "include", "--exclude": "exclude"}
+
+
+class UploadCommand(TyperCommand):
+    """Keeps the command-line order of --include and --exclude (click groups each
+    option's values apart), since the last matching pattern decides."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta["cloudput_filters"] = filters_in_order(args)
+        return super().parse_args(ctx, args)
+
+
+def filters_in_order(args: list[str]) -> list[tuple[str, str]]:
+    """("include" | "exclude", pattern) pairs as they appear in ``args``."""
+    found: list[tuple[str, str]] = []
+    position = 0
+    while position < len(args):
+        arg = args[position]
+        if arg == "--":
+            break
+        flag, sep, value = arg.partition("=")
+        if flag in _FILTER_FLAGS:
+            if not sep:
+                position += 1
+                value = args[position] if position < len(args) else ""
+            found.append((_FILTER_FLAGS[flag], value))
+        position += 1
+    return found
+
+
+def _selection(
+    include: list[str] | None, exclude: list[str] | None, follow_symlinks: bool
+) -> Selection:
+    context = click.get_current_context(silent=True)
+    ordered = context.meta.get("cloudput_filters") if context else None
+    given = sorted(
+        [("include", p) for p in include or []]
+        + [("exclude", p) for p in exclude or []]
+    )
+    if ordered is None or sorted(ordered) != given:
+        # Not parsed by UploadCommand: excludes first, so an --include wins.
+        ordered = [("exclude", p) for p in exclude or []] + [
+            ("include", p) for p in include or []
+        ]
+    return Selection(tuple(ordered), follow_symlinks)
 
 
 @with_globals
@@ -59,12 +109,43 @@ def upload(
     max_duration: Annotated[
         str | None, Opt(help="Stop cleanly after this long.")
     ] = None,
+    include: Annotated[
+        list[str] | None,
+        Opt(help="Take files matching this pattern (repeatable; last match wins)."),
+    ] = None,
+    exclude: Annotated[
+        list[str] | None,
+        Opt(help="Leave files matching this pattern (repeatable; last match wins)."),
+    ] = None,
+    follow_symlinks: Annotated[
+        bool, Opt("--follow-symlinks", help="Follow links to directories.")
+    ] = False,
+    skip_existing: Annotated[
+        bool,
+        Opt("--skip-existing", help="Skip files whose object is already identical."),
+    ] = False,
+    no_clobber: Annotated[
+        bool, Opt("--no-clobber", help="Never overwrite an existing object.")
+    ] = False,
+    dry_run: Annotated[
+        bool, Opt("--dry-run", help="Print the plan; send nothing.")
+    ] = False,
     as_json: Annotated[bool, Opt("--json", help="One JSON record per upload.")] = False,
     quiet: Annotated[
         bool, Opt("--quiet", "-q", help="No progress or messages.")
     ] = False,
+    max_size: Annotated[
+        str | None, Opt(help="Policy: refuse files larger than this (exit 4).")
+    ] = None,
+    allow_type: Annotated[
+        list[str] | None,
+        Opt(help="Policy: only these content types, e.g. 'image/*' (repeatable)."),
+    ] = None,
 ) -> None:
-    """Upload files or directories to s3://, gs:// or az:// targets."""
+    """Upload files or directories to s3://, gs:// or az:// targets.
+
+    Directories are walked recursively; quoted globs are expanded by cloudput.
+    """
     if len(paths) < 2:
         raise UsageError("upload needs at least one SOURCE and a TARGET")
     *sources, target_text = paths
@@ -83,15 +164,29 @@ def upload(
         "endpoint_url": endpoint_url,
         "max_duration": max_duration,
     }
-    options = transfer_options(flags, metadata, no_multipart)
-    jobs = expand_sources(sources, target)
-    _preflight(target, options.part_size_bytes, part_size, options)
+    options = dataclasses.replace(
+        transfer_options(flags, metadata, no_multipart, max_size, allow_type),
+        skip_existing=skip_existing,
+        no_clobber=no_clobber,
+    )
+    source_set = SourceSet(
+        sources,
+        target,
+        _selection(include, exclude, follow_symlinks),
+        notice=None if quiet else _notice,
+    )
+    source_set.check()
+    limits = _preflight(
+        target, options.part_size_bytes, part_size, options, check_bucket=not dry_run
+    )
+    if dry_run:
+        raise typer.Exit(print_plan(source_set.jobs(), limits, options, as_json, quiet))
     journal = open_journal()
     try:
         code = run_engine(
             journal,
             options,
-            lambda engine: engine.upload(jobs),
+            lambda engine: engine.upload(source_set.jobs()),
             as_json=as_json,
             quiet=quiet,
         )
@@ -100,11 +195,19 @@ def upload(
     raise typer.Exit(code)
 
 
+def _notice(message: str) -> None:
+    sys.stderr.write(f"cloudput: {message}\n")
+
+
 def _preflight(
-    target: Target, part_size_bytes: int | None, flag: str | None, options
-) -> None:
-    """Check the part size against the provider's rules and that the bucket exists,
-    before any upload starts."""
+    target: Target,
+    part_size_bytes: int | None,
+    flag: str | None,
+    options: Any,
+    check_bucket: bool = True,
+) -> ProviderLimits:
+    """Check the part size against the provider's rules and (unless ``--dry-run``,
+    which sends no request at all) that the bucket exists, before any upload starts."""
     provider = provider_factory(options.concurrency, options.timeout_s)(
         target.provider, options.endpoint_url, options.region
     )
@@ -113,7 +216,9 @@ def _preflight(
             _check_part_size(
                 part_size_bytes, provider.limits, from_flag=flag is not None
             )
-        provider.check_bucket(target)
+        if check_bucket:
+            provider.check_bucket(target)
+        return provider.limits
     finally:
         provider.close()
 

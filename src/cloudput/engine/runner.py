@@ -24,6 +24,8 @@ from tenacity import (
 
 from cloudput.checksums import RunningDigest, digest_of
 from cloudput.engine.events import NullSubscriber, Subscriber
+from cloudput.engine.existing import WHOLE_MD5_METADATA, LocalDigests, compare
+from cloudput.engine.policy import Policy
 from cloudput.engine.plan import DEFAULT_MULTIPART_THRESHOLD_BYTES, make_plan
 from cloudput.engine.sources import (
     Fingerprint,
@@ -92,6 +94,9 @@ class TransferOptions:
     endpoint_url: str | None = None
     region: str | None = None
     tenant: str | None = None
+    policy: Policy = field(default_factory=Policy)
+    skip_existing: bool = False  # skip a file whose object is already identical
+    no_clobber: bool = False  # never overwrite an existing object
 
 
 @dataclass(frozen=True)
@@ -284,9 +289,15 @@ class Engine:
     def _upload_job(self, job: Job) -> Outcome:
         if job.error is not None:
             raise job.error
+        self._check_policy(job)
         if self.stop.is_set():
             return self._stopped_before_start(job)
-        record = self._record_for(job)
+        digests: LocalDigests | None = None
+        if self.options.skip_existing or self.options.no_clobber:
+            skipped, digests = self._check_existing(job)
+            if skipped is not None:
+                return skipped
+        record = self._record_for(job, digests)
         if record is None:
             return Outcome(
                 job.source_path,
@@ -296,6 +307,12 @@ class Engine:
                 message="held by another cloudput process",
             )
         return self._transfer(record, resuming=False)
+
+    def _check_policy(self, job: Job) -> None:
+        """Refuse a source against the policy before anything is journaled or sent."""
+        size_bytes = fingerprint(job.source_path).size_bytes
+        mime = self.options.content_type or guess_content_type(job.source_path)
+        self.options.policy.check(job.source_path, size_bytes, mime)
 
     def _stopped_before_start(self, job: Job) -> Outcome:
         error = self.stop.error or InterruptedRunError(130)
@@ -308,7 +325,83 @@ class Engine:
             message="not started",
         )
 
-    def _record_for(self, job: Job) -> UploadRecord | None:
+    def _check_existing(self, job: Job) -> tuple[Outcome | None, LocalDigests | None]:
+        """``--skip-existing`` / ``--no-clobber``: a skipped outcome, or None and the
+        file's digests (seeded from the journal when the file is unchanged since its
+        last finished upload to this target, so an unchanged file is not re-read)."""
+        source_path = os.path.abspath(job.source_path)
+        current = fingerprint(source_path)
+        endpoint = self.options.endpoint_url
+        unfinished = self.journal.find_unfinished(source_path, job.target.uri, endpoint)
+        if not self.options.no_clobber and any(
+            fingerprint_of(old) == current for old in unfinished
+        ):
+            return None, None  # an unfinished upload of this very file continues
+        last = self.journal.find_finished(source_path, job.target.uri, endpoint)
+        known = {}
+        if last is not None and fingerprint_of(last) == current:
+            if WHOLE_MD5_METADATA in last.metadata:
+                known["md5"] = last.metadata[WHOLE_MD5_METADATA]
+        digests = LocalDigests(source_path, current, known)
+        provider = self.providers.get(
+            job.target.provider, endpoint, self.options.region
+        )
+        remote = self._retry(f"looking up {job.target.uri}", provider.head, job.target)
+        if remote is None:
+            return None, digests
+        if self.options.skip_existing:
+            part_size = last.part_size_bytes if last is not None else None
+            found = compare(remote, current.size_bytes, digests, part_size)
+            if found.same:
+                return self._skip(job, current, last, digests, found.by, None), None
+            log.info("%s differs (%s)", job.target.uri, found.detail or found.by)
+        if self.options.no_clobber:
+            return self._skip(
+                job, current, last, digests, None, "exists; --no-clobber"
+            ), None
+        return None, digests
+
+    def _skip(
+        self,
+        job: Job,
+        current: Fingerprint,
+        last: UploadRecord | None,
+        digests: LocalDigests,
+        by: str | None,
+        message: str | None,
+    ) -> Outcome:
+        """Journal a ``skipped`` upload; the newest skipped record of an unchanged file
+        is reused, so an hourly run over the same tree does not grow the journal."""
+        md5 = digests.known("md5")
+        changes: dict[str, Any] = {"completed_at": utc_now(), "checksum_verified": by}
+        if md5 and by:
+            changes.update(checksum_algorithm="md5", checksum_value=md5)
+        if (
+            last is not None
+            and last.status == "skipped"
+            and fingerprint_of(last) == current
+        ):
+            record_id = last.id
+        else:
+            record_id = self._new_record(
+                job, os.path.abspath(job.source_path), current, status="skipped"
+            ).id
+        if md5:
+            metadata = {**self.journal.get(record_id).metadata, WHOLE_MD5_METADATA: md5}
+            changes["metadata"] = metadata
+        self.journal.update(record_id, **changes)
+        log.info("skipped %s: %s", job.target.uri, message or f"identical ({by})")
+        return Outcome(
+            job.source_path,
+            job.target.uri,
+            "skipped",
+            self.journal.get(record_id),
+            message=message,
+        )
+
+    def _record_for(
+        self, job: Job, digests: LocalDigests | None = None
+    ) -> UploadRecord | None:
         """Continue an unfinished upload of this source and target, or journal a new
         one; either way the record comes back held by this process (None: another
         process holds it). The choice is made under a per-(source, target) lock so two
@@ -331,12 +424,14 @@ class Engine:
                     )
                     return old
                 self._replace_changed(old, job)
-            record = self._new_record(job, source_path, current)
+            record = self._new_record(job, source_path, current, digests)
             self.journal.hold(record.id)
             return record
 
     def _replace_changed(self, old: UploadRecord, job: Job) -> None:
-        message = f"source {job.source_path} changed since upload {old.id} was journaled"
+        message = (
+            f"source {job.source_path} changed since upload {old.id} was journaled"
+        )
         self._fail_changed(old, SourceChangedError(message))
         self.journal.release(old.id)
         log.warning("%s: starting a fresh upload", message)
@@ -352,7 +447,12 @@ class Engine:
             )
 
     def _new_record(
-        self, job: Job, source_path: str, current: Fingerprint
+        self,
+        job: Job,
+        source_path: str,
+        current: Fingerprint,
+        digests: LocalDigests | None = None,
+        status: str = "initiated",
     ) -> UploadRecord:
         provider = self.providers.get(
             job.target.provider, self.options.endpoint_url, self.options.region
@@ -384,7 +484,7 @@ class Engine:
             strategy=plan.strategy,
             part_size_bytes=plan.part_size_bytes,
             part_count=plan.part_count,
-            status="initiated",
+            status=status,
             initiated_at=utc_now(),
             source_path=source_path,
             source_size_bytes=current.size_bytes,
@@ -395,12 +495,23 @@ class Engine:
             region=self.options.region,
             tenant=self.options.tenant,
             cache_control=self.options.cache_control,
-            metadata=dict(self.options.metadata),
+            metadata=self._metadata_for(plan.strategy, digests),
             storage_class=self.options.storage_class,
             account=job.target.account,
         )
         self.journal.add(record)
         return record
+
+    def _metadata_for(
+        self, strategy: str, digests: LocalDigests | None
+    ) -> dict[str, str]:
+        """The user's metadata, plus the whole file's MD5 for a multipart upload under
+        ``--skip-existing`` (one extra read of the file before it is sent; a single
+        request adds it while it hashes the body anyway)."""
+        metadata = dict(self.options.metadata)
+        if digests is not None and self.options.skip_existing and strategy != "single":
+            metadata[WHOLE_MD5_METADATA] = digests.get("md5")
+        return metadata
 
     def _checksum_for(self, provider: Provider) -> str:
         wanted = self.options.checksum
@@ -588,7 +699,11 @@ class Engine:
         self, record: UploadRecord, provider: Provider, reader: SourceReader
     ) -> Verified:
         self.subscriber.upload_started(record.id, record.uri, record.size_bytes, 0)
-        digest = self._whole_digest(record, reader, record.size_bytes)
+        digest, whole_md5 = self._single_digests(record, reader)
+        if whole_md5 and record.metadata.get(WHOLE_MD5_METADATA) != whole_md5:
+            metadata = {**record.metadata, WHOLE_MD5_METADATA: whole_md5}
+            self.journal.update(record.id, metadata=metadata)
+            record = record.with_changes(metadata=metadata)
         expected = Expected(
             record.size_bytes, (digest,) if digest else (), (digest,) if digest else ()
         )
@@ -606,6 +721,22 @@ class Engine:
         self._check_verified(record, verified, expected)
         self.subscriber.bytes_done(record.id, record.size_bytes)
         return verified
+
+    def _single_digests(
+        self, record: UploadRecord, reader: SourceReader
+    ) -> tuple[Digest | None, str | None]:
+        """The body's digest for the provider and its MD5 for the object's metadata,
+        in one read (none with ``--checksum none``)."""
+        if record.checksum_algorithm == "none":
+            return None, None
+        hasher = RunningDigest(record.checksum_algorithm)
+        md5 = hasher if record.checksum_algorithm == "md5" else RunningDigest("md5")
+        for offset in range(0, record.size_bytes, HASH_READ_BYTES):
+            data = reader.read(offset, min(HASH_READ_BYTES, record.size_bytes - offset))
+            hasher.update(data)
+            if md5 is not hasher:
+                md5.update(data)
+        return hasher.digest(), md5.digest().value_b64
 
     def _whole_digest(
         self, record: UploadRecord, reader: SourceReader, end: int
@@ -654,6 +785,9 @@ class Engine:
                 )
                 return record.session, self._reconcile(record, held)
             except UploadGoneError:
+                finished = self._maybe_completed(record, provider)
+                if finished is not None:
+                    return record.session, finished
                 self.subscriber.notice(
                     f"upload {record.id}: the provider no longer knows it; starting over from part 1"
                 )
@@ -663,6 +797,30 @@ class Engine:
         )
         self.journal.update(record.id, session=session)
         return session, {}
+
+    def _maybe_completed(
+        self, record: UploadRecord, provider: Provider
+    ) -> dict[int, Receipt] | None:
+        """The journaled receipts when the session is gone because it was completed.
+
+        A run killed after the provider processed Complete (or the final chunk) but
+        before it heard the answer leaves every part journaled and no session. When an
+        object of the planned size is at the key, ``complete`` is asked to confirm it
+        (it checks the checksum, never re-uploads); otherwise None: start over.
+        """
+        rows = self.journal.parts(record.id)
+        if len(rows) != record.part_count:
+            return None
+        remote = self._retry(
+            f"checking {record.uri}", provider.head, spec_of(record).target
+        )
+        if remote is None or remote.size_bytes != record.size_bytes:
+            return None
+        log.info("upload %s: session gone, object present; confirming it", record.id)
+        return {
+            row.number: Receipt(row.number, row.etag, row.size_bytes, row.checksum)
+            for row in rows
+        }
 
     def _reconcile(
         self, record: UploadRecord, held: dict[int, Receipt]
