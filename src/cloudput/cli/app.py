@@ -18,7 +18,7 @@ except ImportError:  # pragma: no cover - depends on the installed typer
 
 from cloudput import __version__
 from cloudput.cli import abort as abort_cmd
-from cloudput.cli import cleanup, plumbing, records, resume, upload
+from cloudput.cli import cleanup, plumbing, records, resume, upload, verify
 from cloudput.errors import EXIT_INTERNAL, EXIT_SIGINT, EXIT_USAGE, CloudputError
 from cloudput.logs import redact
 
@@ -35,12 +35,13 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-app.command("upload")(upload.upload)
+app.command("upload", cls=upload.UploadCommand)(upload.upload)
 app.command("resume")(resume.resume)
 app.command("abort")(abort_cmd.abort)
 app.command("list")(records.list_uploads)
 app.command("show")(records.show)
 app.command("cleanup")(cleanup.cleanup)
+app.command("verify")(verify.verify)
 app.command("init")(plumbing.init)
 app.command("part-url")(plumbing.part_url)
 app.command("complete")(plumbing.complete)

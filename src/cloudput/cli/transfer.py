@@ -14,6 +14,7 @@ from types import FrameType
 
 from cloudput.cli.common import provider_factory
 from cloudput.cli.render import emit, make_progress, outcome_json, outcome_line
+from cloudput.cli.summary import RunSummary
 from cloudput.engine.runner import (
     Engine,
     Outcome,
@@ -30,6 +31,8 @@ from cloudput.errors import (
 from cloudput.journal import Journal
 
 log = logging.getLogger(__name__)
+#: Upload ids named in the closing `cloudput resume ...` hint.
+MAX_IDS_SHOWN = 10
 
 
 def run_engine(
@@ -45,33 +48,39 @@ def run_engine(
     progress = make_progress(quiet)
     pool = ProviderPool(provider_factory(options.concurrency, options.timeout_s))
     engine = Engine(journal, pool, options, progress, stop)
-    codes: list[int] = []
+    codes: set[int] = set()  # distinct codes only: memory stays flat per file
     resumable: list[str] = []
+    summary = RunSummary()
     restore = _install_signal_handlers(stop)
     try:
         for outcome in start(engine):
-            codes.append(outcome.exit_code)
+            codes.add(outcome.exit_code)
+            summary.add(outcome)
             if outcome.status == "interrupted" and outcome.record is not None:
-                resumable.append(outcome.record.id)
+                if len(resumable) <= MAX_IDS_SHOWN:
+                    resumable.append(outcome.record.id)
             _print_outcome(outcome, as_json, quiet)
     finally:
         restore()
         engine.close()
         pool.close()
         progress.close()
+    if not quiet:
+        summary.write(sys.stderr)
     if stop.is_set() and isinstance(stop.error, InterruptedRunError):
-        codes.append(stop.error.exit_code)
+        codes.add(stop.error.exit_code)
     if engine.unstarted and stop.error is not None:
-        codes.append(stop.error.exit_code)
+        codes.add(stop.error.exit_code)
         if not quiet:
             sys.stderr.write(
                 f"cloudput: {engine.unstarted} files not started ({stop.error.message}); "
                 "run the same command again to continue\n"
             )
     if resumable and not quiet:
-        ids = " ".join(resumable[:10]) + (" ..." if len(resumable) > 10 else "")
+        ids = " ".join(resumable[:MAX_IDS_SHOWN])
+        ids += " ..." if len(resumable) > MAX_IDS_SHOWN else ""
         sys.stderr.write(f"cloudput: to continue, run: cloudput resume {ids}\n")
-    return combine_exit_codes(codes)
+    return combine_exit_codes(sorted(codes))
 
 
 def _print_outcome(outcome: Outcome, as_json: bool, quiet: bool) -> None:

@@ -13,8 +13,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from cloudput.checksums import RunningDigest, digest_of, multipart_etag
-from cloudput.engine.sources import Fingerprint, SourceReader
-from cloudput.providers.base import Digest, RemoteObject
+from cloudput.engine.sources import Fingerprint, SourceReader, fingerprint
+from cloudput.journal import UploadRecord
+from cloudput.keys import Target
+from cloudput.providers.base import Digest, Provider, RemoteObject
 
 #: Metadata name under which cloudput stores the whole file's MD5 (base64). Lowercase
 #: letters only: S3 lowercases metadata names, Azure wants C# identifiers (no "-"), and
@@ -45,6 +47,10 @@ class LocalDigests:
         if algorithm not in self._digests:
             self._digests[algorithm] = self._read(RunningDigest(algorithm)).value_b64
         return self._digests[algorithm]
+
+    def known(self, algorithm: str) -> str | None:
+        """The digest if it was computed or journaled already; never reads."""
+        return self._digests.get(algorithm)
 
     def multipart_etag(self, part_size_bytes: int) -> str:
         """S3's ETag for this file sent in parts of ``part_size_bytes``."""
@@ -154,3 +160,19 @@ def _multipart_etag(etag: str | None) -> str | None:
 
 def _hex(value_b64: str) -> str:
     return base64.b64decode(value_b64).hex()
+
+
+def verify_upload(record: UploadRecord, provider: Provider) -> Comparison:
+    """Re-read the record's source and compare it with the object at its key.
+
+    Raises ``SourceError`` (exit 4) when the source is missing or unreadable.
+    """
+    current = fingerprint(record.source_path)
+    target = Target(record.provider, record.bucket, record.key, record.account)
+    remote = provider.head(target)
+    if remote is None:
+        return Comparison(False, "presence", f"no object at {record.uri}")
+    part_size = record.part_size_bytes if record.strategy != "single" else None
+    return compare(
+        remote, current.size_bytes, LocalDigests(record.source_path, current), part_size
+    )

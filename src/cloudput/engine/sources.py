@@ -98,7 +98,7 @@ def expand_globs(sources: Sequence[str]) -> tuple[list[str], set[str]]:
             unmatched.add(source)
             paths.append(source)
         paths.extend(matches)
-    return paths, unmatched
+    return list(dict.fromkeys(paths)), unmatched  # a source named twice goes once
 
 
 class SourceSet:
