@@ -315,16 +315,43 @@ def test_azure_expired_block_sas_is_refused(azure, monkeypatch):
     assert azure.read("k2") == data
 
 
-def test_journal_holds_no_presigned_url(env):
+def test_signed_urls_appear_only_on_the_stdout_of_part_url(env, tmp_path):
+    """Signatures (S3 X-Amz-Signature, Azure sig=) and GCS session ids are printed by
+    part-url and nowhere else: not in logs, errors, list/show, nor (except the GCS
+    session URL, which complete and abort need) the journal."""
     part_size, size = multipart_size(limits_of(env))
     data = os.urandom(size)
-    upload = init(env, "k", size, "--part-size", str(part_size))
-    request = ok(run_cli(["part-url", upload["id"], "1"]))
-    assert put(request, data)[0] in (200, 201, 308)
-    raw = journal_path().read_bytes().decode("latin-1")
-    query = request["url"].partition("?")[2]
-    signature = [
-        v for v in query.split("&") if v.startswith(("X-Amz-Signature", "sig="))
+    log = tmp_path / "debug.log"
+    verbose = ["-vv", "--log-file", str(log)]
+    upload = init(env, "k", size, "--part-size", str(part_size), *verbose)
+    requests = [
+        ok(run_cli(["part-url", upload["id"], str(part["number"]), *verbose]))
+        for part in upload["parts"]
     ]
-    for value in signature:
-        assert value not in raw
+    for request in requests:
+        assert put(request, data)[0] in (200, 201, 308)
+    completed = run_cli(["complete", upload["id"], *verbose])
+    refused = run_cli(["part-url", upload["id"], "1", *verbose])
+    shown = run_cli(["show", upload["id"], "--json"])
+    listed = run_cli(["list", "--json"])
+    outside = "\n".join(
+        [completed.stdout, completed.stderr, refused.stderr, shown.stdout]
+        + [listed.stdout, log.read_text()]
+    )
+    journal = journal_path().read_bytes().decode("latin-1")
+    secrets = [secret_of(request["url"]) for request in requests]
+    assert all(secrets)
+    for secret in secrets:
+        assert secret not in outside
+        if upload["strategy"] != "resumable":  # a GCS session URL must be journaled
+            assert secret not in journal
+
+
+def secret_of(url: str) -> str:
+    """The part of a request URL that grants access: a signature or a session id."""
+    query = url.partition("?")[2]
+    for field in query.split("&"):
+        name, _, value = field.partition("=")
+        if name in ("X-Amz-Signature", "sig", "upload_id") and value:
+            return value
+    return ""
