@@ -238,6 +238,7 @@ class S3Provider:
         self._page_size = max(1, min(list_page_size, S3_LIST_PAGE_MAX))
         self._lock = threading.Lock()
         self._retired: list[BaseClient] = []
+        self._expired_once: set[str] = set()  # requests refused once as expired
         self._bucket_regions: dict[str, str] = {}
         self.endpoint_url = _configured_endpoint(settings)
         session = boto3.session.Session()
@@ -304,6 +305,8 @@ class S3Provider:
             result: dict[str, Any] = getattr(client, operation)(**params)
         except _SDK_ERRORS as exc:
             raise self._failure(exc, doing, client) from exc
+        with self._lock:
+            self._expired_once.discard(doing)
         return result
 
     def _failure(self, exc: Exception, doing: str, client: BaseClient) -> CloudputError:
@@ -315,7 +318,28 @@ class S3Provider:
                 f"{doing} failed: {code}; new credentials were found and will be used",
                 hint="the request is sent again",
             )
+        if isinstance(error, PresignExpiredError):
+            return self._expired_signature(doing, error)
         return error
+
+    def _expired_signature(self, doing: str, error: CloudputError) -> CloudputError:
+        """A 403 "Request has expired" on a request boto3 signed just now.
+
+        The signature's date was too old when it arrived (a stalled connection or a
+        wrong clock). It is signed afresh and sent once more; a second expiry of the
+        same request is a credentials error, exit 5 (docs/reliability.md).
+        """
+        with self._lock:
+            again = doing in self._expired_once
+            self._expired_once.add(doing)
+        if again:
+            return CredentialsError(
+                f"{error.message} (twice, with a fresh signature)",
+                hint="check this machine's clock (the signature's date is refused)",
+            )
+        return TransientError(
+            f"{error.message}; signing it again", hint="the request is sent again"
+        )
 
     def close(self) -> None:
         """Close the client and any replaced by a credentials reload."""
