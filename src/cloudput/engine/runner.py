@@ -707,7 +707,8 @@ class Engine:
         expected = Expected(
             record.size_bytes, (digest,) if digest else (), (digest,) if digest else ()
         )
-        self._acquire_budget()
+        if not self._acquire_budget():  # stopped while waiting: nothing to release
+            raise self.stop.error or InterruptedRunError(130)
         try:
             verified = self._retry(
                 f"upload of {record.uri}",
@@ -1065,7 +1066,8 @@ class Engine:
         for part in missing:
             if self.stop.is_set():
                 raise self.stop.error or InterruptedRunError(130)
-            self._acquire_budget()
+            if not self._acquire_budget():  # stopped while waiting
+                raise self.stop.error or InterruptedRunError(130)
             try:
                 body = reader.read(part.offset, part.size_bytes)
                 digest = digest_of(body, record.checksum_algorithm)
