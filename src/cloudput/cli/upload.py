@@ -6,9 +6,13 @@ import dataclasses
 import sys
 from typing import Annotated, Any
 
-import click
 import typer
 from typer.core import TyperCommand
+
+try:  # typer >= 0.2x vendors click; earlier releases use click itself
+    from typer._click.globals import get_current_context
+except ImportError:  # pragma: no cover - depends on the installed typer
+    from click import get_current_context  # type: ignore[no-redef]
 
 from cloudput.cli.common import open_journal, provider_factory, settings, with_globals
 from cloudput.cli.dryrun import print_plan
@@ -28,7 +32,7 @@ class UploadCommand(TyperCommand):
     """Keeps the command-line order of --include and --exclude (click groups each
     option's values apart), since the last matching pattern decides."""
 
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         ctx.meta["cloudput_filters"] = filters_in_order(args)
         return super().parse_args(ctx, args)
 
@@ -54,7 +58,7 @@ def filters_in_order(args: list[str]) -> list[tuple[str, str]]:
 def _selection(
     include: list[str] | None, exclude: list[str] | None, follow_symlinks: bool
 ) -> Selection:
-    context = click.get_current_context(silent=True)
+    context = get_current_context(silent=True)
     ordered = context.meta.get("cloudput_filters") if context else None
     given = sorted(
         [("include", p) for p in include or []]
