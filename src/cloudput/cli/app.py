@@ -18,7 +18,7 @@ except ImportError:  # pragma: no cover - depends on the installed typer
 
 from cloudput import __version__
 from cloudput.cli import abort as abort_cmd
-from cloudput.cli import cleanup, plumbing, records, resume, upload, verify
+from cloudput.cli import cleanup, doctor, plumbing, records, resume, upload, verify
 from cloudput.errors import EXIT_INTERNAL, EXIT_SIGINT, EXIT_USAGE, CloudputError
 from cloudput.logs import redact
 
@@ -42,6 +42,7 @@ app.command("list")(records.list_uploads)
 app.command("show")(records.show)
 app.command("cleanup")(cleanup.cleanup)
 app.command("verify")(verify.verify)
+app.command("doctor")(doctor.doctor)
 app.command("init")(plumbing.init)
 app.command("part-url")(plumbing.part_url)
 app.command("complete")(plumbing.complete)
