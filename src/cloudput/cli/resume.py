@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import sys
+from dataclasses import replace
 from typing import Annotated
 
 import typer
@@ -10,10 +12,12 @@ import typer
 from cloudput.cli.common import open_journal, with_globals
 from cloudput.cli.options import transfer_options
 from cloudput.cli.transfer import run_engine
-from cloudput.errors import UsageError
+from cloudput.engine.runner import Outcome
+from cloudput.errors import EXIT_OK, UsageError
 from cloudput.journal import Journal, UploadRecord
 
 Opt = typer.Option
+log = logging.getLogger(__name__)
 
 
 def select_for_resume(
@@ -32,13 +36,26 @@ def select_for_resume(
     for record in journal.find():
         if record.is_plumbing:
             continue  # sent by an outside uploader (`cloudput init`), not resumable
-        if record.status in ("interrupted", "initiated"):
-            chosen.append(record)
-        elif record.status == "in_progress" and not journal.is_held_elsewhere(
-            record.id
-        ):
-            chosen.append(record)
+        if record.status not in ("interrupted", "initiated", "in_progress"):
+            continue
+        if journal.is_held_elsewhere(record.id):
+            # Being done by a live process (an `upload` run, or another resume): not
+            # left for this run (CONTRACT.md: resume --all exits 0 when nothing is).
+            log.warning(
+                "skipping upload %s (%s): a running cloudput process holds it",
+                record.id,
+                record.uri,
+            )
+            continue
+        chosen.append(record)
     return chosen
+
+
+def held_is_not_left(outcome: Outcome) -> Outcome:
+    """For ``--all``: an upload a live process took meanwhile is not left undone."""
+    if outcome.status == "held":
+        return replace(outcome, exit_code=EXIT_OK)
+    return outcome
 
 
 @with_globals
@@ -79,7 +96,10 @@ def resume(
         code = run_engine(
             journal,
             options,
-            lambda engine: engine.resume(records),
+            lambda engine: (
+                held_is_not_left(outcome) if take_all else outcome
+                for outcome in engine.resume(records)
+            ),
             as_json=as_json,
             quiet=quiet,
         )
