@@ -80,6 +80,13 @@ def _seconds(value: Any) -> float:
     return number
 
 
+def _rate(value: Any) -> float:
+    number = float(value)
+    if not number > 0:
+        raise ValueError("must be greater than zero")
+    return number
+
+
 #: Every setting a file, a variable or a flag may give, with its parser.
 SETTINGS: dict[str, Callable[[Any], Any]] = {
     "journal": _text,
@@ -96,6 +103,9 @@ SETTINGS: dict[str, Callable[[Any], Any]] = {
     "cache_control": _text,
     "content_type": _text,
     "max_duration": _duration,
+    "audit_log": _text,
+    "bwlimit": _size,
+    "max_requests_per_second": _rate,
 }
 #: Built-in defaults (CONTRACT.md).
 DEFAULTS: dict[str, Any] = {

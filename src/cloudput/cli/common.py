@@ -17,7 +17,10 @@ from typing import Annotated, Any
 import platformdirs
 import typer
 
+from cloudput.audit import AuditLog
 from cloudput.config import Settings, load_settings
+from cloudput.engine.metered import MeteredProvider
+from cloudput.engine.throttle import TokenBucket
 from cloudput.errors import UsageError
 from cloudput.journal import Journal
 from cloudput.logs import setup_logging
@@ -35,8 +38,14 @@ class GlobalOptions:
     verbose: int = 0
     log_file: str | None = None
     debug: bool = False
+    audit_log: str | None = None
+    bwlimit: str | None = None
+    max_requests_per_second: float | None = None
 
 
+_metering: ContextVar[tuple[Any, Any, Any]] = ContextVar(
+    "cloudput_metering", default=(None, None, None)
+)
 _current: ContextVar[GlobalOptions] = ContextVar(
     "cloudput_globals", default=GlobalOptions()
 )
@@ -81,6 +90,34 @@ _GLOBAL_PARAMS = [
         None,
     ),
     ("debug", Annotated[bool, typer.Option("--debug", help="Show tracebacks.")], False),
+    (
+        "audit_log",
+        Annotated[
+            str | None,
+            typer.Option(
+                "--audit-log", help="Append one JSON line per lifecycle step."
+            ),
+        ],
+        None,
+    ),
+    (
+        "bwlimit",
+        Annotated[
+            str | None,
+            typer.Option(
+                "--bwlimit", help="Bytes per second for all transfers, e.g. 10MiB."
+            ),
+        ],
+        None,
+    ),
+    (
+        "max_requests_per_second",
+        Annotated[
+            float | None,
+            typer.Option("--max-requests-per-second", help="Requests per second, all."),
+        ],
+        None,
+    ),
 ]
 
 
@@ -106,7 +143,11 @@ def with_globals(fn: Callable[..., Any]) -> Callable[..., Any]:
         _settings.set(resolved)
         # A tenant's own credentials and endpoints win over the caller's environment.
         os.environ.update(resolved.tenant_env)
-        return fn(*args, **kwargs)
+        _start_metering(options, resolved)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            stop_metering()
 
     params = [p for p in signature.parameters.values()] + extra
     wrapper.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
@@ -157,9 +198,42 @@ def provider_factory(
             timeout_s=timeout_s,
             public_domain=os.environ.get("AWS_PUBLIC_DOMAIN") or None,
         )
-        return open_provider(name, settings)
+        return metered(open_provider(name, settings), metering)
 
+    # Read here, in the command's thread: worker threads do not see its context.
+    metering = _metering.get()
     return make
+
+
+def metered(provider: Provider, metering: tuple[Any, Any, Any]) -> Provider:
+    """Wrap a provider with this command's audit log and client-side limits."""
+    audit, bandwidth, requests = metering
+    if audit is None and bandwidth is None and requests is None:
+        return provider
+    return MeteredProvider(provider, audit, bandwidth, requests)
+
+
+def _start_metering(options: GlobalOptions, resolved: Settings) -> None:
+    """One audit log and one pair of buckets per command, shared by every provider."""
+    path = resolved.get("audit_log", options.audit_log)
+    rate = resolved.get("bwlimit", options.bwlimit)
+    per_second = resolved.get(
+        "max_requests_per_second", options.max_requests_per_second
+    )
+    _metering.set(
+        (
+            AuditLog(path) if path else None,
+            TokenBucket(rate) if rate else None,
+            TokenBucket(per_second) if per_second else None,
+        )
+    )
+
+
+def stop_metering() -> None:
+    audit = _metering.get()[0]
+    if audit is not None:
+        audit.close()
+    _metering.set((None, None, None))
 
 
 def metadata_option(pairs: list[str] | None) -> dict[str, str]:

@@ -5,6 +5,7 @@ Calls into the engine; prints results to stdout and progress to stderr.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -13,7 +14,13 @@ from collections.abc import Callable, Iterator
 from types import FrameType
 
 from cloudput.cli.common import provider_factory
-from cloudput.cli.render import emit, make_progress, outcome_json, outcome_line
+from cloudput.cli.render import (
+    attachment_json,
+    emit,
+    make_progress,
+    outcome_json,
+    outcome_line,
+)
 from cloudput.cli.summary import RunSummary
 from cloudput.engine.runner import (
     Engine,
@@ -28,7 +35,7 @@ from cloudput.errors import (
     InterruptedRunError,
     combine_exit_codes,
 )
-from cloudput.journal import Journal
+from cloudput.journal import Attachment, Journal, UploadRecord
 
 log = logging.getLogger(__name__)
 #: Upload ids named in the closing `cloudput resume ...` hint.
@@ -42,8 +49,13 @@ def run_engine(
     *,
     as_json: bool,
     quiet: bool,
+    manifest: str | None = None,
 ) -> int:
-    """Run uploads, print one result per upload, and return the run's exit code."""
+    """Run uploads, print one result per upload, and return the run's exit code.
+
+    With ``manifest``, each completed upload's attachment is appended to that file as
+    one JSON line, after the journal committed it.
+    """
     stop = StopSignal()
     progress = make_progress(quiet)
     pool = ProviderPool(provider_factory(options.concurrency, options.timeout_s))
@@ -60,6 +72,12 @@ def run_engine(
                 if len(resumable) <= MAX_IDS_SHOWN:
                     resumable.append(outcome.record.id)
             _print_outcome(outcome, as_json, quiet)
+            if (
+                manifest
+                and outcome.status == "completed"
+                and outcome.record is not None
+            ):
+                _append_manifest(manifest, outcome.record)
     finally:
         restore()
         engine.close()
@@ -81,6 +99,21 @@ def run_engine(
         ids += " ..." if len(resumable) > MAX_IDS_SHOWN else ""
         sys.stderr.write(f"cloudput: to continue, run: cloudput resume {ids}\n")
     return combine_exit_codes(sorted(codes))
+
+
+def _append_manifest(path: str, record: UploadRecord) -> None:
+    line = attachment_json(
+        Attachment(
+            record.id,
+            record.id,
+            record.name,
+            record.mime,
+            record.size_bytes,
+            record.storage_url,
+        )
+    )
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(line, ensure_ascii=False) + "\n")
 
 
 def _print_outcome(outcome: Outcome, as_json: bool, quiet: bool) -> None:

@@ -141,6 +141,10 @@ def upload(
     max_size: Annotated[
         str | None, Opt(help="Policy: refuse files larger than this (exit 4).")
     ] = None,
+    manifest: Annotated[
+        str | None,
+        Opt(help="Append each completed upload's attachment JSON to this file."),
+    ] = None,
     allow_type: Annotated[
         list[str] | None,
         Opt(help="Policy: only these content types, e.g. 'image/*' (repeatable)."),
@@ -193,6 +197,7 @@ def upload(
             lambda engine: engine.upload(source_set.jobs()),
             as_json=as_json,
             quiet=quiet,
+            manifest=manifest,
         )
     finally:
         journal.close()
