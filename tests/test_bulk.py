@@ -2,8 +2,12 @@
 --dry-run, --max-duration then a second run, `cloudput verify`, the summary, NO_COLOR.
 
 Every provider gets the same tree through a FaultProxy, so "nothing sent" is counted
-at the wire. The tree has TREE_FILES tiny files (0-2 KiB) on every provider: the GCS
-emulator and Azurite take them in well under a minute each.
+at the wire. The default run puts 200 tiny files (0-2 KiB) in the tree on every
+provider: 2,000 take about 3 minutes per provider on the emulators (moto and the GCS
+emulator answer one request at a time), too slow for the default suite. The issue's
+2,000-file tree on each provider:
+
+    BULK_TREE_FILES=2000 .venv/bin/pytest tests/test_bulk.py -k tree_goes_up
 """
 
 from __future__ import annotations
@@ -30,8 +34,11 @@ from tests.helpers import (
     write_random,
 )
 
-#: Small files in the big tree (issue 6: "a tree of 2,000 small files").
-TREE_FILES = 2000
+#: Small files in the big tree (issue 6: "a tree of 2,000 small files"; see above).
+TREE_FILES = int(os.environ.get("BULK_TREE_FILES", "200"))
+#: From this many files the emulators are restarted after the test instead of
+#: deleting the objects one by one.
+HEAVY_TREE_FILES = 500
 #: Files per directory in the big tree, so it is nested.
 FILES_PER_DIR = 100
 #: A part size every provider accepts (S3's 5 MiB minimum, a multiple of 256 KiB).
@@ -107,6 +114,8 @@ def assert_objects(backend: Backend, prefix: str, expected: dict[str, str]) -> N
 # -- the big tree ------------------------------------------------------------------
 
 
+@pytest.mark.slow
+@(pytest.mark.heavy if TREE_FILES >= HEAVY_TREE_FILES else pytest.mark.slow)
 def test_tree_goes_up_whole_and_a_second_run_with_skip_existing_sends_nothing(
     backend: Backend, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -126,7 +135,9 @@ def test_tree_goes_up_whole_and_a_second_run_with_skip_existing_sends_nothing(
     assert len(lines) == len(expected)
     assert all(set(line) == RECORD_KEYS for line in lines)
     assert {line["status"] for line in lines} == {"completed"}
-    assert all(line["checksum"]["value"] and line["url"] for line in lines)
+    assert all(line["checksum"]["verified"] and line["url"] for line in lines), [
+        line for line in lines if not line["checksum"]["verified"]
+    ][:2]
     assert sorted(line["key"] for line in lines) == sorted("p/" + k for k in expected)
     assert_objects(backend, "p/", expected)
     for warned in ("fifo", "links/to_dir", "links/loop", "links/broken"):
