@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import os
 import shlex
 import subprocess
 import sys
@@ -24,7 +25,7 @@ from benchmarks.run import MIB, REPO_ROOT, RESULTS_DIR, make_file, tool_environm
 
 PY_SPY = REPO_ROOT / ".venv" / "bin" / "py-spy"
 #: Sampling rate (per second) of py-spy.
-RATE_HZ = 200
+RATE_HZ = 100
 #: Functions listed in the text summary.
 TOP = 30
 
@@ -55,6 +56,9 @@ def summarise(raw: Path) -> str:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--mib", type=int, default=1024)
+    parser.add_argument(
+        "--files", type=int, default=0, help="N files of 64 KiB instead"
+    )
     parser.add_argument("--extra", default="")
     parser.add_argument("--label", default="profile-s3")
     parser.add_argument("--idle", action="store_true", help="include idle threads")
@@ -66,7 +70,13 @@ def main(argv: list[str]) -> int:
     ):
         root = Path(tmp)
         source = root / "big.bin"
-        make_file(source, args.mib * MIB)
+        if args.files:
+            source = root / "small"
+            source.mkdir()
+            for index in range(args.files):
+                (source / f"f{index:05d}.bin").write_bytes(os.urandom(64 * 1024))
+        else:
+            make_file(source, args.mib * MIB)
         backend = S3Backend(moto)
         backend.create_bucket()
         env = tool_environment(backend, root)
