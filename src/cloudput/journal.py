@@ -136,10 +136,11 @@ class Journal:
         self.path = path
         self._lock = threading.RLock()
         self._holds: dict[str, int] = {}
-        self._conn = _connect(path)
-        self.db = sqlite_utils.Database(self._conn)
-        with self._guard():
-            _migrate(self.db)
+        with _opening(path):
+            self._conn = _connect(path)
+            self.db = sqlite_utils.Database(self._conn)
+            with self._guard():
+                _migrate(self.db)
 
     @classmethod
     def open(cls, path: str | os.PathLike[str]) -> Journal:
@@ -313,6 +314,28 @@ class Journal:
         locks = self.path.parent / (self.path.name + ".locks")
         locks.mkdir(mode=0o700, exist_ok=True)
         return locks / f"{upload_id}.lock"
+
+
+@contextmanager
+def _opening(path: Path) -> Iterator[None]:
+    """One process at a time opens the journal: two runs started together on a new
+    file would both switch it to WAL and create its tables ("database is locked",
+    "table already exists"), which is not a corrupt journal."""
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        locks = path.parent / (path.name + ".locks")
+        locks.mkdir(mode=0o700, exist_ok=True)
+        fd = os.open(locks / "open.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise JournalError(
+            f"cannot open journal {path}: {exc.strerror}",
+            hint="check the path and its permissions, or pass --journal",
+        ) from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def _connect(path: Path) -> sqlite3.Connection:
