@@ -80,6 +80,30 @@ def _seconds(value: Any) -> float:
     return number
 
 
+def _boolean(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes", "on"):
+        return True
+    if text in ("false", "0", "no", "off"):
+        return False
+    raise ValueError("use true or false")
+
+
+#: S3 canned ACLs (Amazon S3 User Guide, "Canned ACL").
+S3_CANNED_ACLS = (
+    "private",
+    "public-read",
+    "public-read-write",
+    "authenticated-read",
+    "aws-exec-read",
+    "bucket-owner-read",
+    "bucket-owner-full-control",
+    "log-delivery-write",
+)
+
+
 def _rate(value: Any) -> float:
     number = float(value)
     if not number > 0:
@@ -106,6 +130,17 @@ SETTINGS: dict[str, Callable[[Any], Any]] = {
     "audit_log": _text,
     "bwlimit": _size,
     "max_requests_per_second": _rate,
+    "content_encoding": _text,
+    "content_disposition": _text,
+    "acl": _choice(*S3_CANNED_ACLS),
+    "sse": _choice("AES256", "aws:kms", "aws:kms:dsse"),
+    "sse_kms_key_id": _text,
+    "sse_c_key_file": _text,
+    "kms_key": _text,
+    "encryption_scope": _text,
+    "ca_bundle": _text,
+    "verify_ssl": _boolean,
+    "addressing_style": _choice("auto", "path", "virtual"),
 }
 #: Built-in defaults (CONTRACT.md).
 DEFAULTS: dict[str, Any] = {

@@ -28,7 +28,16 @@ from cloudput.errors import JournalError, UsageError
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: Columns schema 2 added to ``uploads`` (object options resume must send again).
+V2_COLUMNS = (
+    "content_encoding",
+    "content_disposition",
+    "tags",
+    "acl",
+    "encryption",
+    "encryption_key_id",
+)
 UNFINISHED = ("initiated", "in_progress", "interrupted")
 STATUSES = (
     "initiated",
@@ -90,6 +99,14 @@ class UploadRecord:
     metadata: Mapping[str, str] = field(default_factory=dict)
     storage_class: str | None = None
     account: str | None = None
+    content_encoding: str | None = None
+    content_disposition: str | None = None
+    tags: Mapping[str, str] = field(default_factory=dict)
+    acl: str | None = None
+    # ObjectSpec.encryption and its key id (a KMS key, an Azure scope, or for SSE-C
+    # the customer key's MD5 as S3 shows it: never the key itself).
+    encryption: str | None = None
+    encryption_key_id: str | None = None
 
     def with_changes(self, **changes: Any) -> UploadRecord:
         return replace(self, **changes)
@@ -127,6 +144,7 @@ class Attachment:
 
 
 _UPLOAD_COLUMNS = {f.name for f in fields(UploadRecord)}
+_MAPPING_COLUMNS = ("metadata", "tags")  # stored as JSON text
 
 
 class Journal:
@@ -381,11 +399,33 @@ def _migrate(db: sqlite_utils.Database) -> None:
             hint="upgrade cloudput, or pass --journal with another file",
         )
     if version < 1:
-        _create_v1(db)
+        _create_tables(db)
+    elif version < 2:
+        _add_v2_columns(db)
+    if version < SCHEMA_VERSION:
         meta.upsert({"key": "schema_version", "value": str(SCHEMA_VERSION)}, pk="key")
 
 
-def _create_v1(db: sqlite_utils.Database) -> None:
+def _add_v2_columns(db: sqlite_utils.Database) -> None:
+    """Schema 1 -> 2: ALTER TABLE ADD COLUMN for the object options (NULL in old
+    rows, read back as "not set"). Under a write lock, adding only what is missing,
+    so two processes opening an old journal at once both succeed."""
+    db.conn.execute("BEGIN IMMEDIATE")
+    try:
+        present = {row[1] for row in db.conn.execute("PRAGMA table_info(uploads)")}
+        for name in V2_COLUMNS:
+            if name not in present:
+                db.conn.execute(f"ALTER TABLE uploads ADD COLUMN [{name}] TEXT")
+        db.conn.execute("COMMIT")
+    except BaseException:
+        db.conn.execute("ROLLBACK")
+        raise
+    log.info("journal migrated to schema 2 (object options)")
+
+
+def _create_tables(db: sqlite_utils.Database) -> None:
+    """A new journal at the current schema: the uploads table has one column per
+    ``UploadRecord`` field."""
     columns: dict[str, Any] = {}
     for f in fields(UploadRecord):
         columns[f.name] = int if f.type in ("int",) else str
@@ -426,8 +466,9 @@ def _to_row_fields(changes: Mapping[str, Any]) -> dict[str, Any]:
     if unknown:
         raise ValueError(f"unknown upload fields {sorted(unknown)}")
     row = dict(changes)
-    if "metadata" in row:
-        row["metadata"] = json.dumps(dict(row["metadata"]), sort_keys=True)
+    for name in _MAPPING_COLUMNS:
+        if name in row:
+            row[name] = json.dumps(dict(row[name]), sort_keys=True)
     return row
 
 
@@ -437,5 +478,6 @@ def _to_row(record: UploadRecord) -> dict[str, Any]:
 
 def _from_row(row: Mapping[str, Any]) -> UploadRecord:
     values = {name: row[name] for name in _UPLOAD_COLUMNS if name in row}
-    values["metadata"] = json.loads(values.get("metadata") or "{}")
+    for name in _MAPPING_COLUMNS:
+        values[name] = json.loads(values.get(name) or "{}")
     return UploadRecord(**values)

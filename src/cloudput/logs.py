@@ -32,6 +32,13 @@ _SECRET_PATTERNS = [
             r"(?i)(aws_secret_access_key|aws_session_token)(['\"]?\s*[:=]\s*['\"]?)[^'\"\s,}]+"
         ),
         r"\1\2REDACTED",
+    ),  # S3 SSE-C keys, as a header (botocore's -vvv request log) or a parameter.
+    (
+        re.compile(
+            r"(?i)(x-amz-(?:copy-source-)?server-side-encryption-customer-key|"
+            r"SSECustomerKey)(['\"]?\s*[:=]\s*b?['\"]?)[^'\"\s,}]+"
+        ),
+        r"\1\2REDACTED",
     ),
 ]
 

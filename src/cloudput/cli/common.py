@@ -186,9 +186,18 @@ def open_journal() -> Journal:
 
 
 def provider_factory(
-    concurrency: int, timeout_s: float
+    concurrency: int,
+    timeout_s: float,
+    *,
+    verify_ssl: bool | str = True,
+    addressing_style: str | None = None,
+    customer_key: bytes | None = None,
 ) -> Callable[[str, str | None, str | None], Provider]:
-    """Make providers for the engine's pool, with settings from options and environment."""
+    """Make providers for the engine's pool, with settings from options and environment.
+
+    ``verify_ssl`` is False (--no-verify-ssl) or a CA bundle (--ca-bundle);
+    ``customer_key`` is the S3 SSE-C key, kept out of every record and message.
+    """
 
     def make(name: str, endpoint_url: str | None, region: str | None) -> Provider:
         settings = ProviderSettings(
@@ -197,6 +206,9 @@ def provider_factory(
             concurrency=concurrency,
             timeout_s=timeout_s,
             public_domain=os.environ.get("AWS_PUBLIC_DOMAIN") or None,
+            verify_ssl=verify_ssl,
+            addressing_style=addressing_style,
+            customer_key=customer_key,
         )
         return metered(open_provider(name, settings), metering)
 
@@ -237,10 +249,15 @@ def stop_metering() -> None:
 
 
 def metadata_option(pairs: list[str] | None) -> dict[str, str]:
-    metadata: dict[str, str] = {}
+    return pairs_option(pairs, "--metadata")
+
+
+def pairs_option(pairs: list[str] | None, flag: str) -> dict[str, str]:
+    """KEY=VALUE flags (repeatable) as a mapping; a later KEY wins."""
+    found: dict[str, str] = {}
     for pair in pairs or []:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise UsageError(f"--metadata {pair!r}: use KEY=VALUE")
-        metadata[key] = value
-    return metadata
+            raise UsageError(f"{flag} {pair!r}: use KEY=VALUE")
+        found[key] = value
+    return found

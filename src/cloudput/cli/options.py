@@ -5,11 +5,23 @@ Shared by ``upload`` and ``resume``; a bad flag is exit 2, a bad file value exit
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
+import os
 from typing import Any
 
-from cloudput.cli.common import metadata_option, settings
+from cloudput import checksums
+from cloudput.cli.common import metadata_option, pairs_option, settings
 from cloudput.engine.policy import Policy
 from cloudput.engine.runner import TransferOptions
+from cloudput.errors import UsageError
+
+#: An SSE-C key is 256 bits (Amazon S3 User Guide, "Using server-side encryption
+#: with customer-provided keys (SSE-C)").
+SSE_C_KEY_BYTES = 32
+#: The largest key file read: base64 of the key, a line end and some spaces.
+SSE_C_KEY_FILE_MAX_BYTES = 64
 
 
 def transfer_options(
@@ -18,6 +30,8 @@ def transfer_options(
     no_multipart: bool = False,
     max_size: str | None = None,
     allowed_types: list[str] | None = None,
+    tags: list[str] | None = None,
+    no_verify_ssl: bool = False,
 ) -> TransferOptions:
     """Resolve every tuning and object setting: flag > env > tenant > file > default."""
     resolved = settings()
@@ -32,8 +46,12 @@ def transfer_options(
         "endpoint_url",
         "region",
         "max_duration",
+        "ca_bundle",
+        "addressing_style",
+        "sse_c_key_file",
     ):
         value.setdefault(name, resolved.get(name))
+    encryption, key_id, customer_key = _encryption(value)
     return TransferOptions(
         concurrency=value["concurrency"],
         retries=value["retries"],
@@ -52,4 +70,78 @@ def transfer_options(
         region=value["region"],
         tenant=resolved.tenant,
         policy=Policy(*resolved.policy(max_size, allowed_types)),
+        content_encoding=value.get("content_encoding"),
+        content_disposition=value.get("content_disposition"),
+        tags=pairs_option(tags, "--tags"),
+        acl=value.get("acl"),
+        encryption=encryption,
+        encryption_key_id=key_id,
+        verify_ssl=_verify_ssl(value.get("ca_bundle"), no_verify_ssl),
+        addressing_style=value.get("addressing_style"),
+        customer_key=customer_key,
     )
+
+
+def _verify_ssl(ca_bundle: str | None, no_verify_ssl: bool) -> bool | str:
+    """False for --no-verify-ssl, a CA bundle's path, or True (the SDK's default)."""
+    verify = settings().get("verify_ssl", False if no_verify_ssl else None)
+    if verify is False:
+        if ca_bundle:
+            raise UsageError("give --ca-bundle or --no-verify-ssl, not both")
+        return False
+    if ca_bundle and not os.path.isfile(os.path.expanduser(ca_bundle)):
+        raise UsageError(f"--ca-bundle {ca_bundle}: no such file")
+    return os.path.expanduser(ca_bundle) if ca_bundle else True
+
+
+def _encryption(value: dict[str, Any]) -> tuple[str | None, str | None, bytes | None]:
+    """(ObjectSpec.encryption, its key id, the SSE-C key) from --sse,
+    --sse-kms-key-id, --sse-c-key-file, --kms-key and --encryption-scope; at most one
+    kind of encryption. The SSE-C key is read here and only its MD5 is kept as id."""
+    sse, kms_key_id = value.get("sse"), value.get("sse_kms_key_id")
+    key_file = value.get("sse_c_key_file")
+    kinds = {
+        "--sse/--sse-kms-key-id": sse or kms_key_id,
+        "--sse-c-key-file": key_file,
+        "--kms-key": value.get("kms_key"),
+        "--encryption-scope": value.get("encryption_scope"),
+    }
+    given = [flag for flag, chosen in kinds.items() if chosen]
+    if len(given) > 1:
+        raise UsageError(f"choose one kind of encryption, not {' and '.join(given)}")
+    if kms_key_id and sse not in (None, "aws:kms", "aws:kms:dsse"):
+        raise UsageError(f"--sse-kms-key-id needs --sse aws:kms, not --sse {sse}")
+    customer_key = read_customer_key(key_file) if key_file else None
+    if sse or kms_key_id:
+        return sse or "aws:kms", kms_key_id, customer_key
+    if value.get("kms_key"):
+        return "kms", value["kms_key"], customer_key
+    if value.get("encryption_scope"):
+        return "scope", value["encryption_scope"], customer_key
+    if customer_key is not None:
+        return "sse-c", checksums.b64(hashlib.md5(customer_key).digest()), customer_key
+    return None, None, None
+
+
+def read_customer_key(path: str) -> bytes:
+    """The 32-byte SSE-C key in ``path``: raw bytes, or their base64 on one line.
+
+    Messages name the file, never its content.
+    """
+    try:
+        with open(os.path.expanduser(path), "rb") as handle:
+            raw = handle.read(SSE_C_KEY_FILE_MAX_BYTES + 1)
+    except OSError as exc:
+        raise UsageError(f"--sse-c-key-file {path}: {exc.strerror}") from None
+    if len(raw) == SSE_C_KEY_BYTES:
+        return raw
+    try:
+        decoded = base64.b64decode(raw.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        decoded = b""
+    if len(decoded) != SSE_C_KEY_BYTES:
+        raise UsageError(
+            f"--sse-c-key-file {path}: does not hold a {SSE_C_KEY_BYTES}-byte key",
+            hint="give the key's 32 raw bytes, or their base64 on one line",
+        )
+    return decoded

@@ -76,6 +76,19 @@ def resume(
     quiet: Annotated[
         bool, Opt("--quiet", "-q", help="No progress or messages.")
     ] = False,
+    sse_c_key_file: Annotated[
+        str | None,
+        Opt(help="S3 SSE-C: the same key file the upload was started with."),
+    ] = None,
+    ca_bundle: Annotated[
+        str | None, Opt(help="CA bundle (PEM) to verify the server with.")
+    ] = None,
+    no_verify_ssl: Annotated[
+        bool, Opt("--no-verify-ssl", help="Do not verify TLS certificates.")
+    ] = False,
+    addressing_style: Annotated[
+        str | None, Opt(help="S3 addressing: auto|path|virtual.")
+    ] = None,
 ) -> None:
     """Finish interrupted uploads; sends only the parts the provider does not hold.
 
@@ -86,8 +99,11 @@ def resume(
         "retries": retries,
         "timeout": timeout,
         "max_duration": max_duration,
+        "sse_c_key_file": sse_c_key_file,
+        "ca_bundle": ca_bundle,
+        "addressing_style": addressing_style,
     }
-    options = transfer_options(flags)
+    options = transfer_options(flags, no_verify_ssl=no_verify_ssl)
     journal = open_journal()
     try:
         records = select_for_resume(journal, list(upload_ids or []), take_all)

@@ -58,7 +58,15 @@ def run_engine(
     """
     stop = StopSignal()
     progress = make_progress(quiet)
-    pool = ProviderPool(provider_factory(options.concurrency, options.timeout_s))
+    pool = ProviderPool(
+        provider_factory(
+            options.concurrency,
+            options.timeout_s,
+            verify_ssl=options.verify_ssl,
+            addressing_style=options.addressing_style,
+            customer_key=options.customer_key,
+        )
+    )
     engine = Engine(journal, pool, options, progress, stop)
     codes: set[int] = set()  # distinct codes only: memory stays flat per file
     resumable: list[str] = []

@@ -19,13 +19,16 @@ from cloudput.cli.dryrun import print_plan
 from cloudput.cli.options import transfer_options
 from cloudput.cli.transfer import run_engine
 from cloudput.engine.plan import check_part_size
+from cloudput.engine.runner import TransferOptions
 from cloudput.engine.sources import Selection, SourceSet
-from cloudput.errors import ConfigError, UsageError
+from cloudput.errors import ConfigError, NotSupportedError, UsageError
 from cloudput.keys import Target, parse_target
-from cloudput.providers.base import ProviderLimits
+from cloudput.providers.base import ObjectSpec, ProviderLimits, check_object_options
 
 Opt = typer.Option
 _FILTER_FLAGS = {"--include": "include", "--exclude": "exclude"}
+#: The source name that means standard input (refused: docs/limitations.md).
+STDIN_SOURCE = "-"
 
 
 class UploadCommand(TyperCommand):
@@ -149,6 +152,38 @@ def upload(
         list[str] | None,
         Opt(help="Policy: only these content types, e.g. 'image/*' (repeatable)."),
     ] = None,
+    content_encoding: Annotated[
+        str | None, Opt(help="Content-Encoding of the objects, e.g. gzip.")
+    ] = None,
+    content_disposition: Annotated[
+        str | None, Opt(help="Content-Disposition, e.g. 'attachment'.")
+    ] = None,
+    tags: Annotated[
+        list[str] | None,
+        Opt(help="KEY=VALUE object tags (S3) / index tags (Azure), repeatable."),
+    ] = None,
+    acl: Annotated[str | None, Opt(help="S3 canned ACL, e.g. private.")] = None,
+    sse: Annotated[
+        str | None, Opt(help="S3 server-side encryption: AES256|aws:kms.")
+    ] = None,
+    sse_kms_key_id: Annotated[
+        str | None, Opt(help="S3 KMS key id (implies --sse aws:kms).")
+    ] = None,
+    sse_c_key_file: Annotated[
+        str | None,
+        Opt(help="S3 SSE-C: file holding a 32-byte key; resume needs it too."),
+    ] = None,
+    kms_key: Annotated[str | None, Opt(help="GCS Cloud KMS key name.")] = None,
+    encryption_scope: Annotated[str | None, Opt(help="Azure encryption scope.")] = None,
+    ca_bundle: Annotated[
+        str | None, Opt(help="CA bundle (PEM) to verify the server with.")
+    ] = None,
+    no_verify_ssl: Annotated[
+        bool, Opt("--no-verify-ssl", help="Do not verify TLS certificates.")
+    ] = False,
+    addressing_style: Annotated[
+        str | None, Opt(help="S3 addressing: auto|path|virtual.")
+    ] = None,
 ) -> None:
     """Upload files or directories to s3://, gs:// or az:// targets.
 
@@ -157,6 +192,12 @@ def upload(
     if len(paths) < 2:
         raise UsageError("upload needs at least one SOURCE and a TARGET")
     *sources, target_text = paths
+    if STDIN_SOURCE in sources:
+        raise NotSupportedError(
+            "a '-' source (standard input) is not supported",
+            hint="write the stream to a file first, then upload the file "
+            "(an upload from a file can be resumed; see docs/limitations.md)",
+        )
     target = parse_target(target_text)
     flags = {
         "part_size": part_size,
@@ -171,9 +212,27 @@ def upload(
         "region": region,
         "endpoint_url": endpoint_url,
         "max_duration": max_duration,
+        "content_encoding": content_encoding,
+        "content_disposition": content_disposition,
+        "acl": acl,
+        "sse": sse,
+        "sse_kms_key_id": sse_kms_key_id,
+        "sse_c_key_file": sse_c_key_file,
+        "kms_key": kms_key,
+        "encryption_scope": encryption_scope,
+        "ca_bundle": ca_bundle,
+        "addressing_style": addressing_style,
     }
     options = dataclasses.replace(
-        transfer_options(flags, metadata, no_multipart, max_size, allow_type),
+        transfer_options(
+            flags,
+            metadata,
+            no_multipart,
+            max_size,
+            allow_type,
+            tags=tags,
+            no_verify_ssl=no_verify_ssl,
+        ),
         skip_existing=skip_existing,
         no_clobber=no_clobber,
     )
@@ -217,10 +276,15 @@ def _preflight(
 ) -> ProviderLimits:
     """Check the part size against the provider's rules and (unless ``--dry-run``,
     which sends no request at all) that the bucket exists, before any upload starts."""
-    provider = provider_factory(options.concurrency, options.timeout_s)(
-        target.provider, options.endpoint_url, options.region
-    )
+    provider = provider_factory(
+        options.concurrency,
+        options.timeout_s,
+        verify_ssl=options.verify_ssl,
+        addressing_style=options.addressing_style,
+        customer_key=options.customer_key,
+    )(target.provider, options.endpoint_url, options.region)
     try:
+        check_object_options(_sample_spec(target, options), provider.limits)
         if part_size_bytes is not None:
             _check_part_size(
                 part_size_bytes, provider.limits, from_flag=flag is not None
@@ -230,6 +294,22 @@ def _preflight(
         return provider.limits
     finally:
         provider.close()
+
+
+def _sample_spec(target: Target, options: TransferOptions) -> ObjectSpec:
+    """The object options of this run, as every upload's spec will carry them."""
+    return ObjectSpec(
+        target=target,
+        size_bytes=0,
+        content_type=options.content_type or "application/octet-stream",
+        storage_class=options.storage_class,
+        content_encoding=options.content_encoding,
+        content_disposition=options.content_disposition,
+        tags=options.tags,
+        acl=options.acl,
+        encryption=options.encryption,
+        encryption_key_id=options.encryption_key_id,
+    )
 
 
 def _check_part_size(

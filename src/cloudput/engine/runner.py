@@ -25,8 +25,8 @@ from tenacity import (
 from cloudput.checksums import RunningDigest, digest_of
 from cloudput.engine.events import NullSubscriber, Subscriber
 from cloudput.engine.existing import WHOLE_MD5_METADATA, LocalDigests, compare
-from cloudput.engine.policy import Policy
 from cloudput.engine.plan import DEFAULT_MULTIPART_THRESHOLD_BYTES, make_plan
+from cloudput.engine.policy import Policy
 from cloudput.engine.sources import (
     Fingerprint,
     Job,
@@ -66,6 +66,7 @@ from cloudput.providers.base import (
     Provider,
     Receipt,
     Verified,
+    check_object_options,
 )
 
 log = logging.getLogger(__name__)
@@ -97,6 +98,15 @@ class TransferOptions:
     policy: Policy = field(default_factory=Policy)
     skip_existing: bool = False  # skip a file whose object is already identical
     no_clobber: bool = False  # never overwrite an existing object
+    content_encoding: str | None = None
+    content_disposition: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    acl: str | None = None
+    encryption: str | None = None  # ObjectSpec.encryption
+    encryption_key_id: str | None = None
+    verify_ssl: bool | str = True  # False (--no-verify-ssl) or a CA bundle path
+    addressing_style: str | None = None  # S3: auto | path | virtual
+    customer_key: bytes | None = field(default=None, repr=False)  # S3 SSE-C key
 
 
 @dataclass(frozen=True)
@@ -166,6 +176,12 @@ def spec_of(record: UploadRecord) -> ObjectSpec:
         storage_class=record.storage_class,
         checksum_algorithm=record.checksum_algorithm,
         upload_id=record.id,
+        content_encoding=record.content_encoding,
+        content_disposition=record.content_disposition,
+        tags=dict(record.tags),
+        acl=record.acl,
+        encryption=record.encryption,
+        encryption_key_id=record.encryption_key_id,
     )
 
 
@@ -498,7 +514,14 @@ class Engine:
             metadata=self._metadata_for(plan.strategy, digests),
             storage_class=self.options.storage_class,
             account=job.target.account,
+            content_encoding=self.options.content_encoding,
+            content_disposition=self.options.content_disposition,
+            tags=dict(self.options.tags),
+            acl=self.options.acl,
+            encryption=self.options.encryption,
+            encryption_key_id=self.options.encryption_key_id,
         )
+        check_object_options(spec_of(record), provider.limits)
         self.journal.add(record)
         return record
 

@@ -103,6 +103,14 @@ AZURE_LIMITS = ProviderLimits(
     default_checksum="md5",
     checksums=("md5",),
     rule_source=RULE_SOURCE,
+    unsupported={
+        "acl": "Azure blobs have no ACL of their own: set the container's public "
+        "access level, or share the blob with a SAS",
+        "encryption": "Azure encrypts every blob; for your own key use "
+        "--encryption-scope NAME (a scope set up on the account)",
+    },
+    storage_classes=("Hot", "Cool", "Cold", "Archive"),
+    encryptions=("scope",),
 )
 
 PUBLIC_SUFFIX = "core.windows.net"
@@ -379,6 +387,11 @@ def blob_tier(storage_class: str | None) -> StandardBlobTier | None:
     )
 
 
+def _scope_of(spec: ObjectSpec) -> str | None:
+    """x-ms-encryption-scope for every block and the commit (the same scope on all)."""
+    return spec.encryption_key_id if spec.encryption == "scope" else None
+
+
 class AzureProvider:
     """Block blobs: Put Block per part, Put Block List to complete, Put Blob for small.
 
@@ -556,7 +569,11 @@ class AzureProvider:
         )
         try:
             self._blob(spec.target).stage_block(
-                ident, body, length=len(body), transactional_content_md5=md5
+                ident,
+                body,
+                length=len(body),
+                transactional_content_md5=md5,
+                encryption_scope=_scope_of(spec),
             )
         except HttpResponseError as exc:
             if error_code_of(exc) in ("InvalidBlobOrBlock", "InvalidBlockId"):
@@ -583,6 +600,8 @@ class AzureProvider:
                 content_settings=self._content_settings(spec, _md5_of(expected.whole)),
                 metadata=dict(spec.metadata) or None,
                 standard_blob_tier=blob_tier(spec.storage_class),
+                tags=dict(spec.tags) or None,
+                encryption_scope=_scope_of(spec),
             )
         except HttpResponseError as exc:
             if error_code_of(exc) != "InvalidBlockList":
@@ -634,6 +653,8 @@ class AzureProvider:
         return ContentSettings(
             content_type=spec.content_type,
             cache_control=spec.cache_control,
+            content_encoding=spec.content_encoding,
+            content_disposition=spec.content_disposition,
             content_md5=bytearray(base64.b64decode(md5_b64)) if md5_b64 else None,
         )
 
@@ -722,6 +743,8 @@ class AzureProvider:
                     metadata=dict(spec.metadata) or None,
                     standard_blob_tier=tier,
                     max_concurrency=1,
+                    tags=dict(spec.tags) or None,
+                    encryption_scope=_scope_of(spec),
                 )
         except AzureError as exc:
             _raise(exc, "uploading", spec.target)

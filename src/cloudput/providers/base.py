@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import BinaryIO, Protocol
 
+from cloudput.errors import NotSupportedError, UsageError
 from cloudput.keys import Target
 
 KIB = 1024
@@ -39,6 +40,13 @@ class ProviderLimits:
     default_checksum: str  # "md5" | "crc32c"
     checksums: tuple[str, ...]  # algorithms a part may carry: "md5", "crc32c"
     rule_source: str  # the document the limits come from, named in messages
+    # Object options (ObjectSpec fields) this provider cannot store, each with the
+    # workaround named in the not-supported error (docs/limitations.md).
+    unsupported: Mapping[str, str] = field(default_factory=dict)
+    # The only storage classes accepted, compared without case; empty: any is passed on.
+    storage_classes: tuple[str, ...] = ()
+    # Values ObjectSpec.encryption may take here; empty: none.
+    encryptions: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -50,13 +58,29 @@ class ProviderSettings:
     concurrency: int = 8
     timeout_s: float = 60.0
     public_domain: str | None = None  # AWS_PUBLIC_DOMAIN: base of storage_url
-    verify_ssl: bool | str = True
+    verify_ssl: bool | str = True  # False, or a CA bundle's path (--ca-bundle)
     extra: Mapping[str, str] = field(default_factory=dict)
+    addressing_style: str | None = None  # S3: "auto" | "path" | "virtual"
+    # S3 SSE-C: the 32-byte customer key, sent with each request; never journaled,
+    # logged or shown (hence repr=False).
+    customer_key: bytes | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
 class ObjectSpec:
-    """The object to create: where, how big, and its stored attributes."""
+    """The object to create: where, how big, and its stored attributes.
+
+    Every field is journaled, so ``resume`` reaches the same object with the same
+    attributes. Which provider uses what (docs/providers/*.md):
+
+    - ``content_encoding``, ``content_disposition``: all three.
+    - ``tags``: S3 object tags, Azure blob index tags; not GCS.
+    - ``acl``: an S3 canned ACL; not GCS or Azure.
+    - ``encryption`` and ``encryption_key_id``: S3 ``AES256``, ``aws:kms`` or
+      ``aws:kms:dsse`` with the KMS key id, or ``sse-c`` with the customer key's MD5
+      (base64; the key itself is in ``ProviderSettings.customer_key``); GCS ``kms``
+      with the key's resource name; Azure ``scope`` with the encryption scope's name.
+    """
 
     target: Target
     size_bytes: int
@@ -66,6 +90,59 @@ class ObjectSpec:
     storage_class: str | None = None
     checksum_algorithm: str = "md5"  # "md5" | "crc32c" | "none"
     upload_id: str = ""  # cloudput's id; Azure block ids carry it
+    content_encoding: str | None = None
+    content_disposition: str | None = None
+    tags: Mapping[str, str] = field(default_factory=dict)
+    acl: str | None = None
+    encryption: str | None = None
+    encryption_key_id: str | None = None
+
+
+#: ObjectSpec fields that are options a provider may not support, and their flags.
+OPTION_FLAGS: dict[str, str] = {
+    "content_encoding": "--content-encoding",
+    "content_disposition": "--content-disposition",
+    "tags": "--tags",
+    "acl": "--acl",
+}
+#: The flag that asks for each value of ObjectSpec.encryption.
+ENCRYPTION_FLAGS: dict[str, str] = {
+    "AES256": "--sse AES256",
+    "aws:kms": "--sse aws:kms",
+    "aws:kms:dsse": "--sse aws:kms:dsse",
+    "sse-c": "--sse-c-key-file",
+    "kms": "--kms-key",
+    "scope": "--encryption-scope",
+}
+
+
+def check_object_options(spec: ObjectSpec, limits: ProviderLimits) -> None:
+    """Refuse, before any request, an option this provider cannot store.
+
+    Raises ``NotSupportedError`` (exit 10) naming the feature, the provider and a
+    workaround (``limits.unsupported``), or ``UsageError`` (exit 2) for a storage
+    class the provider does not have.
+    """
+    for name, flag in OPTION_FLAGS.items():
+        if getattr(spec, name) and name in limits.unsupported:
+            raise NotSupportedError(
+                f"{flag} is not supported on {limits.name} ({spec.target.uri})",
+                hint=limits.unsupported[name],
+            )
+    if spec.encryption and spec.encryption not in limits.encryptions:
+        flag = ENCRYPTION_FLAGS.get(spec.encryption, spec.encryption)
+        raise NotSupportedError(
+            f"{flag} is not supported on {limits.name} ({spec.target.uri})",
+            hint=limits.unsupported.get("encryption", "leave the option out"),
+        )
+    wanted = (spec.storage_class or "").lower()
+    allowed = {value.lower() for value in limits.storage_classes}
+    if wanted and allowed and wanted not in allowed:
+        raise UsageError(
+            f"--storage-class {spec.storage_class!r} is not a {limits.name} "
+            "storage class",
+            hint=f"use one of: {', '.join(limits.storage_classes)}",
+        )
 
 
 @dataclass(frozen=True)

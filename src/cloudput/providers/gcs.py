@@ -98,6 +98,14 @@ GCS_LIMITS = ProviderLimits(
     default_checksum="crc32c",
     checksums=("crc32c", "md5"),
     rule_source=RESUMABLE_DOC,
+    unsupported={
+        "tags": "GCS objects have no tags: use --metadata KEY=VALUE instead",
+        "acl": "grant access with the bucket's IAM policy (uniform bucket-level "
+        "access) instead of --acl",
+        "encryption": "GCS encrypts every object; for your own key use --kms-key "
+        "NAME (Cloud KMS)",
+    },
+    encryptions=("kms",),
 )
 
 _HANDLE_MARK = "#cloudput;"
@@ -387,7 +395,11 @@ class GcsProvider:
             f"{self._upload_api}/b/{quote(spec.target.bucket, safe='')}/o",
             "session start",
             spec.target,
-            params={"uploadType": "resumable", "name": spec.target.key},
+            params={
+                "uploadType": "resumable",
+                "name": spec.target.key,
+                **kms_params(spec),
+            },
             headers={
                 "X-Upload-Content-Type": spec.content_type,
                 "X-Upload-Content-Length": str(spec.size_bytes),
@@ -616,7 +628,11 @@ class GcsProvider:
                 f"{self._upload_api}/b/{quote(spec.target.bucket, safe='')}/o",
                 "upload",
                 spec.target,
-                params={"uploadType": "multipart", "ifGenerationMatch": prior},
+                params={
+                    "uploadType": "multipart",
+                    "ifGenerationMatch": prior,
+                    **kms_params(spec),
+                },
                 headers={"Content-Type": f"multipart/related; boundary={boundary}"},
                 data=reader,
             )
@@ -752,7 +768,19 @@ def object_resource(spec: ObjectSpec) -> dict[str, Any]:
         resource["metadata"] = dict(spec.metadata)
     if spec.storage_class:
         resource["storageClass"] = spec.storage_class
+    if spec.content_encoding:
+        resource["contentEncoding"] = spec.content_encoding
+    if spec.content_disposition:
+        resource["contentDisposition"] = spec.content_disposition
     return resource
+
+
+def kms_params(spec: ObjectSpec) -> dict[str, str]:
+    """The kmsKeyName query parameter of objects.insert (Cloud Storage JSON API,
+    "Objects: insert"): the Cloud KMS key that encrypts the object."""
+    if spec.encryption == "kms" and spec.encryption_key_id:
+        return {"kmsKeyName": spec.encryption_key_id}
+    return {}
 
 
 def remote_object(resource: Mapping[str, Any]) -> RemoteObject:

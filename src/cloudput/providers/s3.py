@@ -8,6 +8,7 @@ message.
 from __future__ import annotations
 
 import base64
+import hashlib
 import logging
 import os
 import re
@@ -15,7 +16,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 import boto3
 from botocore.client import BaseClient
@@ -100,7 +101,15 @@ S3_LIMITS = ProviderLimits(
     default_checksum="md5",
     checksums=("md5", "crc32c"),
     rule_source=S3_LIMITS_SOURCE,
+    unsupported={
+        "encryption": "S3 takes --sse AES256|aws:kms, --sse-kms-key-id or "
+        "--sse-c-key-file",
+    },
+    encryptions=("AES256", "aws:kms", "aws:kms:dsse", "sse-c"),
 )
+#: The algorithm S3 takes for customer-provided keys (x-amz-server-side-encryption-
+#: customer-algorithm; Amazon S3 User Guide, "SSE-C").
+SSE_C_ALGORITHM = "AES256"
 
 _SDK_ERRORS = (ClientError, BotoCoreError)
 _AUTH_CODES = frozenset(
@@ -142,6 +151,8 @@ _TRANSIENT_CODES = frozenset(
 _REGION_CODES = frozenset({"PermanentRedirect", "301", "AuthorizationHeaderMalformed"})
 _MISSING_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
 _KMS_ENCRYPTION = ("aws:kms", "aws:kms:dsse")
+# Encryptions whose ETags are not the MD5 of the bytes (S3 API Reference, "ETag").
+_NON_MD5_ETAG_ENCRYPTION = (*_KMS_ENCRYPTION, "sse-c")
 _MD5_HEX = re.compile(r"^[0-9a-f]{32}$")
 _QUERY = re.compile(r"\?[^\s\"']*")
 _MESSAGE_MAX_CHARS = 300
@@ -261,7 +272,10 @@ class S3Provider:
     # -- the client ----------------------------------------------------------------
 
     def _build_client(self, session: boto3.session.Session) -> BaseClient:
-        s3_options = {"addressing_style": "path"} if self.endpoint_url else {}
+        style = self.settings.addressing_style
+        if style is None and self.endpoint_url:
+            style = "path"  # S3-compatible servers rarely resolve bucket subdomains
+        s3_options = {"addressing_style": style} if style else {}
         config = Config(
             region_name=self.region,
             signature_version="s3v4",
@@ -273,11 +287,11 @@ class S3Provider:
             read_timeout=self.settings.timeout_s,
             s3=s3_options,
         )
+        # None, not True, lets botocore honour AWS_CA_BUNDLE and the profile's
+        # ca_bundle; the proxy variables (HTTPS_PROXY, NO_PROXY) are botocore's too.
+        verify = None if self.settings.verify_ssl is True else self.settings.verify_ssl
         return session.client(
-            "s3",
-            endpoint_url=self.endpoint_url,
-            verify=self.settings.verify_ssl,
-            config=config,
+            "s3", endpoint_url=self.endpoint_url, verify=verify, config=config
         )
 
     def reload_credentials(self, failed_client: BaseClient | None = None) -> bool:
@@ -398,15 +412,24 @@ class S3Provider:
         return self.endpoint_url or f"AWS region {self.region}"
 
     def head(self, target: Target) -> RemoteObject | None:
-        """HeadObject (with stored checksums); None when nothing is at the key."""
-        response = self._head_raw(target)
+        """HeadObject (with stored checksums); None when nothing is at the key.
+
+        With an SSE-C key in the settings it is sent along (S3 refuses to describe
+        an SSE-C object without its key)."""
+        key_params = _customer_key_params(self.settings.customer_key)
+        response = self._head_raw(target, key_params)
         return None if response is None else _remote_object(response)
 
-    def _head_raw(self, target: Target) -> dict[str, Any] | None:
+    def _head_raw(
+        self, target: Target, key_params: Mapping[str, Any] | None = None
+    ) -> dict[str, Any] | None:
         client = self._client
         try:
             response: dict[str, Any] = client.head_object(
-                Bucket=target.bucket, Key=target.key, ChecksumMode="ENABLED"
+                Bucket=target.bucket,
+                Key=target.key,
+                ChecksumMode="ENABLED",
+                **(key_params or {}),
             )
         except ClientError as exc:
             if _error_code(exc) in _MISSING_CODES:
@@ -423,6 +446,9 @@ class S3Provider:
         if domain:
             base = domain if "://" in domain else f"https://{domain}"
             return f"{base.rstrip('/')}/{key}"
+        if self.endpoint_url and self.settings.addressing_style == "virtual":
+            parts = urlsplit(self.endpoint_url)
+            return f"{parts.scheme}://{target.bucket}.{parts.netloc}/{key}"
         if self.endpoint_url:
             return f"{self.endpoint_url.rstrip('/')}/{target.bucket}/{key}"
         region = self._bucket_regions.get(target.bucket, self.region)
@@ -463,9 +489,10 @@ class S3Provider:
             "ContentLength": len(body),
         }
         params.update(_digest_params(digest))
+        params.update(self._customer_key_for(spec))
         doing = f"UploadPart {part.number} of {spec.target.uri}"
         response = self._call("upload_part", doing, **params)
-        self._check_part_etag(str(response["ETag"]), digest, doing)
+        self._check_part_etag(str(response["ETag"]), digest, doing, spec)
         return Receipt(
             number=part.number,
             etag=str(response["ETag"]),
@@ -473,7 +500,9 @@ class S3Provider:
             checksum=digest.value_b64 if digest else None,
         )
 
-    def _check_part_etag(self, etag: str, digest: Digest | None, doing: str) -> None:
+    def _check_part_etag(
+        self, etag: str, digest: Digest | None, doing: str, spec: ObjectSpec
+    ) -> None:
         """A plain-MD5 part ETag must be the MD5 that was sent (BadDigest otherwise).
 
         S3 checks Content-MD5 itself; servers that do not (moto, some S3-compatible
@@ -482,9 +511,7 @@ class S3Provider:
         """
         if digest is None or digest.algorithm != "md5":
             return
-        if _encryption_params(self.settings.extra).get("ServerSideEncryption") in (
-            _KMS_ENCRYPTION
-        ):
+        if spec.encryption in _NON_MD5_ETAG_ENCRYPTION:
             return
         shown = etag.strip('"')
         sent = base64.b64decode(digest.value_b64).hex()
@@ -499,6 +526,7 @@ class S3Provider:
         self, spec: ObjectSpec, session: str, parts: Sequence[PartSpec]
     ) -> dict[int, Receipt]:
         """ListParts, every page; a part whose size is off the plan is left out."""
+        self._customer_key_for(spec)  # resume without the SSE-C key stops here
         planned = {part.number: part for part in parts}
         held: dict[int, Receipt] = {}
         for listed in self._list_parts(spec, session):
@@ -553,6 +581,7 @@ class S3Provider:
                 Key=spec.target.key,
                 UploadId=session,
                 MultipartUpload={"Parts": _complete_parts(ordered, spec)},
+                **self._customer_key_for(spec),
             )
         except _SDK_ERRORS as exc:
             error = self._failure(
@@ -572,7 +601,7 @@ class S3Provider:
         error: CloudputError,
         cause: Exception,
     ) -> Verified:
-        response = self._head_raw(spec.target)
+        response = self._head_raw(spec.target, self._customer_key_for(spec))
         if response is not None:
             verified, problem = _judge_multipart(spec, ordered, expected, response)
             if problem is None and verified.verified != "size":
@@ -585,7 +614,7 @@ class S3Provider:
     def _confirm(
         self, spec: ObjectSpec, ordered: Sequence[Receipt], expected: Expected
     ) -> Verified:
-        response = self._head_raw(spec.target)
+        response = self._head_raw(spec.target, self._customer_key_for(spec))
         if response is None:
             raise IntegrityError(
                 f"{spec.target.uri}: CompleteMultipartUpload succeeded but HeadObject "
@@ -639,7 +668,7 @@ class S3Provider:
             )
         finally:
             reader.close()
-        response = self._head_raw(spec.target)
+        response = self._head_raw(spec.target, self._customer_key_for(spec))
         if response is None:
             raise IntegrityError(
                 f"{spec.target.uri}: PutObject succeeded but HeadObject finds nothing"
@@ -663,8 +692,37 @@ class S3Provider:
             params["Metadata"] = dict(spec.metadata)
         if spec.storage_class:
             params["StorageClass"] = spec.storage_class
-        params.update(_encryption_params(self.settings.extra))
+        if spec.content_encoding:
+            params["ContentEncoding"] = spec.content_encoding
+        if spec.content_disposition:
+            params["ContentDisposition"] = spec.content_disposition
+        if spec.acl:
+            params["ACL"] = spec.acl
+        if spec.tags:
+            params["Tagging"] = urlencode(dict(spec.tags), quote_via=quote)
+        params.update(_encryption_params(spec))
+        params.update(self._customer_key_for(spec))
         return params
+
+    def _customer_key_for(self, spec: ObjectSpec) -> dict[str, Any]:
+        """The SSE-C parameters for an SSE-C upload: the key given for this run,
+        which must be the one the upload started with (its MD5 is journaled)."""
+        if spec.encryption != "sse-c":
+            return {}
+        key = self.settings.customer_key
+        if key is None:
+            raise UsageError(
+                f"upload {spec.upload_id} of {spec.target.uri} is encrypted with a "
+                "customer-provided key (SSE-C), and no key was given",
+                hint="pass --sse-c-key-file with the key the upload started with",
+            )
+        if checksums.b64(hashlib.md5(key).digest()) != spec.encryption_key_id:
+            raise UsageError(
+                f"upload {spec.upload_id} of {spec.target.uri} was started with "
+                "another SSE-C key than the one given",
+                hint="pass --sse-c-key-file with the key the upload started with",
+            )
+        return _customer_key_params(key)
 
     # -- presigned requests --------------------------------------------------------
 
@@ -677,6 +735,7 @@ class S3Provider:
         content_md5: str | None = None,
     ) -> PresignedRequest:
         """A presigned UploadPart; a given Content-MD5 is signed and must be sent."""
+        _refuse_presigned_customer_key(spec)
         if spec.checksum_algorithm == "crc32c":
             raise NotSupportedError(
                 "presigned S3 parts carry a signed Content-MD5, not a CRC32C checksum",
@@ -700,6 +759,7 @@ class S3Provider:
         self, spec: ObjectSpec, ttl_s: float, content_md5: str | None = None
     ) -> PresignedRequest:
         """A presigned PutObject carrying the object's content type and metadata."""
+        _refuse_presigned_customer_key(spec)
         params = self._object_params(spec)
         headers = _signed_object_headers(params)
         if content_md5:
@@ -809,15 +869,38 @@ def _digest_params(digest: Digest | None) -> dict[str, str]:
     raise ValueError(f"S3 does not take a {digest.algorithm!r} digest")
 
 
-def _encryption_params(extra: Mapping[str, str]) -> dict[str, str]:
-    """Server-side encryption from settings.extra ("sse", "sse_kms_key_id")."""
-    params: dict[str, str] = {}
-    if extra.get("sse"):
-        params["ServerSideEncryption"] = extra["sse"]
-    if extra.get("sse_kms_key_id"):
-        params["ServerSideEncryption"] = extra.get("sse") or "aws:kms"
-        params["SSEKMSKeyId"] = extra["sse_kms_key_id"]
+def _encryption_params(spec: ObjectSpec) -> dict[str, str]:
+    """Server-side encryption with S3-managed or KMS keys (SSE-C is apart)."""
+    if spec.encryption not in ("AES256", *_KMS_ENCRYPTION):
+        return {}
+    params = {"ServerSideEncryption": str(spec.encryption)}
+    if spec.encryption_key_id and spec.encryption in _KMS_ENCRYPTION:
+        params["SSEKMSKeyId"] = spec.encryption_key_id
     return params
+
+
+def _customer_key_params(key: bytes | None) -> dict[str, Any]:
+    """SSE-C request parameters; botocore adds the base64 key and its MD5 headers."""
+    if key is None:
+        return {}
+    return {"SSECustomerAlgorithm": SSE_C_ALGORITHM, "SSECustomerKey": key}
+
+
+def _refuse_presigned_customer_key(spec: ObjectSpec) -> None:
+    if spec.encryption == "sse-c":
+        raise NotSupportedError(
+            f"presigned requests for {spec.target.uri} would have to carry the SSE-C "
+            "key to the outside uploader",
+            hint="upload with `cloudput upload --sse-c-key-file`, or use --sse",
+        )
+
+
+_SIGNED_HEADERS = {
+    "ContentEncoding": "Content-Encoding",
+    "ContentDisposition": "Content-Disposition",
+    "ACL": "x-amz-acl",
+    "Tagging": "x-amz-tagging",
+}
 
 
 def _signed_object_headers(params: Mapping[str, Any]) -> dict[str, str]:
@@ -829,6 +912,9 @@ def _signed_object_headers(params: Mapping[str, Any]) -> dict[str, str]:
         headers[f"x-amz-meta-{name}"] = str(value)
     if "StorageClass" in params:
         headers["x-amz-storage-class"] = str(params["StorageClass"])
+    for param, header in _SIGNED_HEADERS.items():
+        if param in params:
+            headers[header] = str(params[param])
     if "ServerSideEncryption" in params:
         headers["x-amz-server-side-encryption"] = str(params["ServerSideEncryption"])
     if "SSEKMSKeyId" in params:
