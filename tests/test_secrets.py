@@ -143,3 +143,42 @@ def test_redaction_covers_signed_urls_and_keys():
     cleaned = redact(text)
     for secret in ("abc123", "SASsig", "key==", "tok123", "SESSION1"):
         assert secret not in cleaned
+
+
+SENTINEL_SSE_C_KEY = b"SENTINELsseCkeyZYXWVUTSRQPONMLKJ"  # 32 bytes
+
+
+def test_s3_sse_c_key_never_appears_even_in_sdk_debug_logs(s3, tmp_path, monkeypatch):
+    """-vvv lets botocore log each request's headers; the key header is redacted."""
+    import base64
+
+    s3.apply_env(monkeypatch)
+    key_file = tmp_path / "sse-c.key"
+    key_file.write_bytes(SENTINEL_SSE_C_KEY)
+    source = tmp_path / "big.bin"
+    write_random(source, 11 * MIB)
+    log = tmp_path / "debug.log"
+    uploaded = run_cli(
+        [
+            "upload",
+            str(source),
+            s3.uri("enc/big.bin"),
+            "--part-size",
+            "5MiB",
+            "--sse-c-key-file",
+            str(key_file),
+            "-vvv",
+            "--log-file",
+            str(log),
+            "--json",
+        ]
+    )
+    assert uploaded.code == 0, uploaded.stderr
+    upload_id = only_record().id
+    shown = run_cli(["show", upload_id, "--json"])
+    listed = run_cli(["list", "--json"])
+    text = outputs(uploaded, shown, listed, files=[log])
+    text += journal_path().read_bytes().decode("latin-1")
+    assert "x-amz-server-side-encryption-customer-key" in log.read_text()
+    for form in (SENTINEL_SSE_C_KEY, base64.b64encode(SENTINEL_SSE_C_KEY)):
+        assert form.decode() not in text
