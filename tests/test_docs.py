@@ -217,3 +217,24 @@ def test_examples_run_as_shown(s3, tmp_path, monkeypatch):
                 f"$ {step.command}\n{shown}"
             )
             bind_ids(step.expected, actual, session.ids)
+
+
+# -- links ------------------------------------------------------------------------
+
+LINK = re.compile(r"\]\(([^)#\s]+)(?:#[^)]*)?\)")
+#: Docs that are not for users (deleted before landing).
+UNLINKED = {"HELPERS-BRIEF.md"}
+
+
+def test_readme_links_every_doc():
+    linked = set(LINK.findall((REPO / "README.md").read_text()))
+    for doc in sorted((REPO / "docs").rglob("*.md")):
+        if doc.name not in UNLINKED:
+            assert doc.relative_to(REPO).as_posix() in linked, f"README: link {doc}"
+
+
+def test_relative_links_in_the_docs_resolve():
+    for doc in [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]:
+        for target in LINK.findall(doc.read_text()):
+            if not target.startswith(("http://", "https://", "mailto:")):
+                assert (doc.parent / target).exists(), f"{doc}: broken link {target}"
