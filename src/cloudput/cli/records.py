@@ -83,10 +83,14 @@ def show(
         "completed_at",
     ):
         print(f"{key:>13}: {'-' if data[key] is None else data[key]}")
-    print(
-        f"{'checksum':>13}: {data['checksum']['algorithm']} {data['checksum']['value']} "
-        f"(verified: {data['checksum']['verified']})"
-    )
+    checksum = data["checksum"]
+    if checksum["value"] is None:
+        print(f"{'checksum':>13}: {checksum['algorithm']} (not verified yet)")
+    else:
+        print(
+            f"{'checksum':>13}: {checksum['algorithm']} {checksum['value']} "
+            f"(verified: {checksum['verified']})"
+        )
     if data["error"]:
         print(f"{'error':>13}: {data['error']['code']}: {data['error']['message']}")
     print(f"{'parts done':>13}: {len(parts)} of {record.part_count}")

@@ -28,7 +28,10 @@ class RunSummary:
     def add(self, outcome: Outcome) -> None:
         self.statuses[outcome.status] += 1
         size_bytes = outcome.record.size_bytes if outcome.record is not None else 0
-        if outcome.status == "completed":
+        if outcome.status == "completed" and outcome.message == "already completed":
+            self.statuses["completed"] -= 1
+            self.statuses["already completed"] += 1
+        elif outcome.status == "completed":
             self.bytes_uploaded += size_bytes
         elif outcome.status == "skipped":
             self.bytes_skipped += size_bytes
@@ -47,12 +50,15 @@ class RunSummary:
             f"{format_size(rate)}/s)",
             f"{self.statuses['skipped']} skipped",
         ]
+        if self.statuses["already completed"]:
+            parts.append(f"{self.statuses['already completed']} already completed")
         if self.statuses["held"]:
             parts.append(f"{self.statuses['held']} held by another process")
         failed = sum(self.failures.values())
         reasons = ", ".join(f"{code}: {n}" for code, n in sorted(self.failures.items()))
         parts.append(f"{failed} not done" + (f" ({reasons})" if reasons else ""))
-        return f"cloudput: {files} files: " + ", ".join(parts)
+        noun = "file" if files == 1 else "files"
+        return f"cloudput: {files} {noun}: " + ", ".join(parts)
 
     def write(self, stream: TextIO) -> None:
         stream.write(self.line() + "\n")
