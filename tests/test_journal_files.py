@@ -6,7 +6,9 @@ import os
 import sqlite3
 import stat
 
-from cloudput.journal import SCHEMA_VERSION, Journal
+import pytest
+
+from cloudput.journal import SCHEMA_VERSION, Journal, PartRow
 from tests.helpers import run_cli
 
 
@@ -62,3 +64,24 @@ def test_unreadable_journal_directory_is_exit_9(tmp_path):
     blocker.write_text("x")
     result = run_cli(["list", "--journal", str(blocker / "journal.db")])
     assert result.code == 9
+
+
+def test_journal_locked_by_another_program_is_not_called_corrupt(tmp_path, monkeypatch):
+    import cloudput.journal as journal_module
+    from cloudput.errors import JournalError
+
+    monkeypatch.setattr(journal_module, "LOCK_WAIT_S", 0.2)
+    path = tmp_path / "journal.db"
+    journal = Journal.open(path)
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(JournalError) as caught:
+            journal.record_part("u", PartRow("u", 1, 0, 1, "e", None, "t"))
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+        journal.close()
+    assert "locked" in str(caught.value)
+    assert "corrupt" not in str(caught.value)
+    assert caught.value.exit_code == 9

@@ -28,6 +28,8 @@ from cloudput.errors import JournalError, UsageError
 
 log = logging.getLogger(__name__)
 
+#: How long a journal write waits for another program's lock before giving up.
+LOCK_WAIT_S = 30.0
 SCHEMA_VERSION = 2
 #: Columns schema 2 added to ``uploads`` (object options resume must send again).
 V2_COLUMNS = (
@@ -362,9 +364,9 @@ def _connect(path: Path) -> sqlite3.Connection:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         os.close(fd)
         conn = sqlite3.connect(
-            path, timeout=30, check_same_thread=False, isolation_level=None
+            path, timeout=LOCK_WAIT_S, check_same_thread=False, isolation_level=None
         )
-        conn.execute("PRAGMA busy_timeout = 30000")
+        conn.execute(f"PRAGMA busy_timeout = {int(LOCK_WAIT_S * 1000)}")
         if conn.execute("PRAGMA quick_check").fetchone()[0] != "ok":
             raise sqlite3.DatabaseError("quick_check failed")
         conn.execute("PRAGMA journal_mode = WAL")
@@ -380,6 +382,13 @@ def _connect(path: Path) -> sqlite3.Connection:
 
 
 def _journal_error(path: Path, exc: sqlite3.DatabaseError) -> JournalError:
+    if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc).lower():
+        return JournalError(
+            f"journal {path} is locked by another program ({exc})",
+            hint="the file is fine: wait for that program (an sqlite3 shell, a backup) "
+            "to let go, then run again; do not move the journal aside",
+            code="journal_locked",
+        )
     return JournalError(
         f"journal {path} is corrupt or unreadable ({exc})",
         hint="move it aside and run again; uploads it held can be found with `cloudput cleanup`",
