@@ -74,8 +74,17 @@ report_coverage() {
   set -e
 }
 
+lint() {
+  # STYLE.md: ruff format at 88 columns, ruff lint with import sorting, mypy on src/.
+  say "lint: ruff check, ruff format --check, mypy src"
+  "$VENV/bin/ruff" check src tests scripts benchmarks
+  "$VENV/bin/ruff" format --check --quiet src tests scripts benchmarks
+  "$VENV/bin/mypy" src
+}
+
 install_python
 install_node_tools
+lint
 export COVERAGE_FILE="$ROOT/.coverage"
 run_pytest "$@"
 report_coverage

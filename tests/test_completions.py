@@ -9,7 +9,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def load_generator():
-    spec = importlib.util.spec_from_file_location("gen", REPO / "scripts/gen_completions.py")
+    spec = importlib.util.spec_from_file_location(
+        "gen", REPO / "scripts/gen_completions.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -18,7 +20,9 @@ def load_generator():
 def test_completion_scripts_are_up_to_date():
     for name, text in load_generator().scripts().items():
         committed = (REPO / "completions" / name).read_text()
-        assert committed == text, f"completions/{name} is stale: run scripts/gen_completions.py"
+        assert committed == text, (
+            f"completions/{name} is stale: run scripts/gen_completions.py"
+        )
 
 
 def test_bash_completion_completes_commands(tmp_path):
@@ -26,8 +30,17 @@ def test_bash_completion_completes_commands(tmp_path):
     import subprocess
     import sys
 
-    env = {**os.environ, "_CLOUDPUT_COMPLETE": "complete_bash", "COMP_WORDS": "cloudput re",
-           "COMP_CWORD": "1"}
-    done = subprocess.run([sys.executable, "-m", "cloudput"], env=env, capture_output=True,
-                          text=True, timeout=60)
+    env = {
+        **os.environ,
+        "_CLOUDPUT_COMPLETE": "complete_bash",
+        "COMP_WORDS": "cloudput re",
+        "COMP_CWORD": "1",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "cloudput"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert "resume" in done.stdout.split()

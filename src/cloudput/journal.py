@@ -186,12 +186,12 @@ class Journal:
     def add(self, record: UploadRecord) -> None:
         """Insert a new upload record."""
         with self._guard(), self._conn:
-            self.db["uploads"].insert(_to_row(record))
+            self.db.table("uploads").insert(_to_row(record))
 
     def get(self, upload_id: str) -> UploadRecord:
         """Return the record, or raise ``UsageError`` for an unknown id."""
         with self._guard():
-            rows = list(self.db["uploads"].rows_where("id = ?", [upload_id]))
+            rows = list(self.db.table("uploads").rows_where("id = ?", [upload_id]))
         if not rows:
             raise UsageError(
                 f"unknown upload id {upload_id!r}", hint="see `cloudput list`"
@@ -203,7 +203,7 @@ class Journal:
         where, args = ("status = ?", [status]) if status else (None, [])
         with self._guard():
             rows = list(
-                self.db["uploads"].rows_where(
+                self.db.table("uploads").rows_where(
                     where, args, order_by="initiated_at, rowid"
                 )
             )
@@ -218,7 +218,7 @@ class Journal:
             f"source_path = ? AND uri = ? AND status IN ({marks}) AND endpoint_url IS ?"
         )
         with self._guard():
-            rows = self.db["uploads"].rows_where(
+            rows = self.db.table("uploads").rows_where(
                 where,
                 [source_path, uri, *UNFINISHED, endpoint_url],
                 order_by="rowid desc",
@@ -234,7 +234,7 @@ class Journal:
             "AND endpoint_url IS ?"
         )
         with self._guard():
-            rows = self.db["uploads"].rows_where(
+            rows = self.db.table("uploads").rows_where(
                 where, [source_path, uri, endpoint_url], order_by="rowid desc", limit=1
             )
             found = [_from_row(row) for row in rows]
@@ -245,16 +245,16 @@ class Journal:
         row = _to_row_fields(changes)
         row["updated_at"] = utc_now()
         with self._guard(), self._conn:
-            self.db["uploads"].update(upload_id, row)
+            self.db.table("uploads").update(upload_id, row)
 
     def record_part(self, upload_id: str, row: PartRow) -> None:
         """Checkpoint one acknowledged part; committed before the call returns."""
         with self._guard(), self._conn:
-            self.db["parts"].upsert(asdict(row), pk=("upload_id", "number"))
+            self.db.table("parts").upsert(asdict(row), pk=("upload_id", "number"))
 
     def parts(self, upload_id: str) -> list[PartRow]:
         with self._guard():
-            rows = self.db["parts"].rows_where(
+            rows = self.db.table("parts").rows_where(
                 "upload_id = ?", [upload_id], order_by="number"
             )
             return [PartRow(**row) for row in rows]
@@ -276,12 +276,12 @@ class Journal:
         row = _to_row_fields(changes)
         row.update(status="completed", updated_at=utc_now())
         with self._guard(), self._conn:
-            self.db["uploads"].update(upload_id, row)
-            self.db["attachments"].upsert(asdict(attachment), pk="id")
+            self.db.table("uploads").update(upload_id, row)
+            self.db.table("attachments").upsert(asdict(attachment), pk="id")
 
     def attachments(self) -> list[Attachment]:
         with self._guard():
-            rows = self.db["attachments"].rows_where(order_by="rowid")
+            rows = self.db.table("attachments").rows_where(order_by="rowid")
             return [Attachment(**row) for row in rows]
 
     def hold(self, upload_id: str) -> bool:
@@ -396,7 +396,7 @@ def _journal_error(path: Path, exc: sqlite3.DatabaseError) -> JournalError:
 
 
 def _migrate(db: sqlite_utils.Database) -> None:
-    meta = db["meta"]
+    meta = db.table("meta")
     if not meta.exists():
         meta.create({"key": str, "value": str}, pk="key")
     rows = {row["key"]: row["value"] for row in meta.rows}
@@ -438,12 +438,12 @@ def _create_tables(db: sqlite_utils.Database) -> None:
     columns: dict[str, Any] = {}
     for f in fields(UploadRecord):
         columns[f.name] = int if f.type in ("int",) else str
-    db["uploads"].create(
+    db.table("uploads").create(
         columns, pk="id", not_null={"provider", "bucket", "key", "status"}
     )
-    db["uploads"].create_index(["status"])
-    db["uploads"].create_index(["source_path", "uri"])
-    db["parts"].create(
+    db.table("uploads").create_index(["status"])
+    db.table("uploads").create_index(["source_path", "uri"])
+    db.table("parts").create(
         {
             "upload_id": str,
             "number": int,
@@ -456,7 +456,7 @@ def _create_tables(db: sqlite_utils.Database) -> None:
         pk=("upload_id", "number"),
         foreign_keys=[("upload_id", "uploads", "id")],
     )
-    db["attachments"].create(
+    db.table("attachments").create(
         {
             "id": str,
             "upload_id": str,

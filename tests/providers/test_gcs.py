@@ -13,7 +13,6 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
-from tests.backends import Backend
 
 from cloudput.checksums import digest_of
 from cloudput.errors import (
@@ -38,6 +37,7 @@ from cloudput.providers.gcs import (
     SessionHandle,
     persisted_offset,
 )
+from tests.backends import Backend
 
 CHUNK_BYTES = 1 * MIB
 EMPTY_MD5 = "1B2M2Y8AsgTpgAmY7PhCfg=="  # base64 of d41d8cd98f00b204e9800998ecf8427e

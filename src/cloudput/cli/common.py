@@ -46,11 +46,14 @@ class GlobalOptions:
 _metering: ContextVar[tuple[Any, Any, Any]] = ContextVar(
     "cloudput_metering", default=(None, None, None)
 )
+# Both defaults are frozen dataclasses: immutable, so sharing them is safe.
 _current: ContextVar[GlobalOptions] = ContextVar(
-    "cloudput_globals", default=GlobalOptions()
+    "cloudput_globals",
+    default=GlobalOptions(),  # noqa: B039
 )
 _settings: ContextVar[Settings] = ContextVar(
-    "cloudput_settings", default=Settings(None, None)
+    "cloudput_settings",
+    default=Settings(None, None),  # noqa: B039
 )
 
 _GLOBAL_PARAMS = [

@@ -208,7 +208,7 @@ class Engine:
         self.options = options
         self.subscriber = subscriber or NullSubscriber()
         self.stop = stop or StopSignal()
-        self._sleep = sleep or (lambda seconds: self.stop.wait(seconds))
+        self._sleep: Callable[[float], Any] = sleep or self.stop.wait
         self._budget = threading.BoundedSemaphore(options.concurrency)
         self._parts = ThreadPoolExecutor(options.concurrency, thread_name_prefix="part")
         self._deadline_timer: threading.Timer | None = None
@@ -1105,6 +1105,10 @@ class Engine:
 
     # ----- retries ----------------------------------------------------------------
 
+    def _wait(self, seconds: float) -> None:
+        """Sleep between attempts; a stop (signal, deadline) cuts the wait short."""
+        self._sleep(seconds)
+
     def _retry(self, what: str, call: Callable[..., T], *args: Any) -> T:
         """Call with the run's retry policy; give up with ``RetriesExhaustedError``."""
         attempts = self.options.retries + 1
@@ -1118,7 +1122,7 @@ class Engine:
             retry=retry_if_exception(
                 lambda exc: _is_retryable(exc) and not self.stop.is_set()
             ),
-            sleep=self._sleep,
+            sleep=self._wait,
             before_sleep=lambda state: log.debug(
                 "%s: attempt %d failed (%s); retrying",
                 what,
