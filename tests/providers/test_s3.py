@@ -52,7 +52,7 @@ LIST_PARTS = Match(method="GET", query={"uploadId": None})
 
 
 class BytesBody:
-    """A re-readable in-memory source for put_single."""
+    """A re-readable in-memory Body (put_single and send_part)."""
 
     def __init__(self, data: bytes) -> None:
         self.data = data
@@ -106,7 +106,9 @@ def send_all(
     for part in plan(sizes):
         body = data[part.offset : part.end]
         digest = checksums.digest_of(body, spec.checksum_algorithm)
-        receipts.append(provider.send_part(spec, session, part, body, digest))
+        receipts.append(
+            provider.send_part(spec, session, part, BytesBody(body), digest)
+        )
         if digest is not None:
             digests.append(digest)
     return receipts, Expected(len(data), part_digests=digests)
@@ -183,8 +185,12 @@ def test_held_parts_leaves_out_a_part_whose_size_is_off_the_plan(
 ) -> None:
     spec = spec_for(s3, "short.bin", 3000)
     session = provider.start(spec, 1000)
-    provider.send_part(spec, session, PartSpec(1, 0, 1000), b"a" * 1000, None)
-    provider.send_part(spec, session, PartSpec(2, 1000, 1000), b"b" * 999, None)
+    provider.send_part(
+        spec, session, PartSpec(1, 0, 1000), BytesBody(b"a" * 1000), None
+    )
+    provider.send_part(
+        spec, session, PartSpec(2, 1000, 1000), BytesBody(b"b" * 999), None
+    )
 
     held = provider.held_parts(spec, session, plan([1000, 1000, 1000]))
 
@@ -223,7 +229,9 @@ def test_part_sent_to_an_unknown_upload_is_transient_on_moto(
     spec = spec_for(s3, "unknown.bin", 10)
 
     with pytest.raises(TransientError):
-        provider.send_part(spec, "no-such-upload", PartSpec(1, 0, 10), b"x" * 10, None)
+        provider.send_part(
+            spec, "no-such-upload", PartSpec(1, 0, 10), BytesBody(b"x" * 10), None
+        )
 
 
 def test_put_single_of_zero_bytes_is_confirmed_by_md5(
@@ -454,7 +462,9 @@ def test_bad_digest_answer_is_a_bad_digest_error(
     digest = checksums.digest_of(b"0123456789", "md5")
 
     with pytest.raises(BadDigestError, match="BadDigest"):
-        proxied.send_part(spec, session, PartSpec(1, 0, 10), b"0123456789", digest)
+        proxied.send_part(
+            spec, session, PartSpec(1, 0, 10), BytesBody(b"0123456789"), digest
+        )
 
 
 def test_part_corrupted_in_transit_is_refused_by_the_server(
@@ -466,7 +476,9 @@ def test_part_corrupted_in_transit_is_refused_by_the_server(
     digest = checksums.digest_of(b"0123456789", "md5")
 
     with pytest.raises(BadDigestError):
-        proxied.send_part(spec, session, PartSpec(1, 0, 10), b"0123456789", digest)
+        proxied.send_part(
+            spec, session, PartSpec(1, 0, 10), BytesBody(b"0123456789"), digest
+        )
 
 
 def test_part_carries_the_content_md5_of_its_own_bytes(
@@ -477,7 +489,9 @@ def test_part_carries_the_content_md5_of_its_own_bytes(
     digest = checksums.digest_of(b"0123456789", "md5")
     assert digest is not None
 
-    proxied.send_part(spec, session, PartSpec(1, 0, 10), b"0123456789", digest)
+    proxied.send_part(
+        spec, session, PartSpec(1, 0, 10), BytesBody(b"0123456789"), digest
+    )
 
     sent = proxy.matching(UPLOAD_PART)[0].headers
     assert sent["content-md5"] == digest.value_b64
@@ -494,7 +508,9 @@ def test_slow_down_is_a_throttled_error(
     )
 
     with pytest.raises(ThrottledError, match="SlowDown"):
-        proxied.send_part(spec, session, PartSpec(1, 0, 10), b"0123456789", None)
+        proxied.send_part(
+            spec, session, PartSpec(1, 0, 10), BytesBody(b"0123456789"), None
+        )
 
 
 def test_complete_answered_200_with_an_error_body_is_transient_and_keeps_parts(
@@ -583,7 +599,7 @@ def test_parts_sent_from_several_threads_all_arrive(
     def send(part: PartSpec) -> Receipt:
         body = data[part.offset : part.end]
         return provider.send_part(
-            spec, session, part, body, checksums.digest_of(body, "md5")
+            spec, session, part, BytesBody(body), checksums.digest_of(body, "md5")
         )
 
     with ThreadPoolExecutor(max_workers=4) as pool:
@@ -643,8 +659,12 @@ def test_expired_token_with_rotated_profile_keys_is_retried_with_them(
     credentials.write_text(profile_text("NEWKEY"))
 
     with pytest.raises(TransientError, match="new credentials"):
-        provider.send_part(spec, session, PartSpec(1, 0, 10), b"0123456789", None)
-    receipt = provider.send_part(spec, session, PartSpec(1, 0, 10), b"0123456789", None)
+        provider.send_part(
+            spec, session, PartSpec(1, 0, 10), BytesBody(b"0123456789"), None
+        )
+    receipt = provider.send_part(
+        spec, session, PartSpec(1, 0, 10), BytesBody(b"0123456789"), None
+    )
 
     assert receipt.etag.startswith('"')
     provider.close()

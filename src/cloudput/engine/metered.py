@@ -89,7 +89,7 @@ class MeteredProvider:
         spec: ObjectSpec,
         session: str,
         part: PartSpec,
-        body: bytes,
+        body: Body,
         digest: Digest | None,
     ) -> Receipt:
         return self._call(

@@ -22,7 +22,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from cloudput.checksums import RunningDigest, digest_of
+from cloudput.checksums import RunningDigest
 from cloudput.engine.events import NullSubscriber, Subscriber
 from cloudput.engine.existing import WHOLE_MD5_METADATA, LocalDigests, compare
 from cloudput.engine.plan import DEFAULT_MULTIPART_THRESHOLD_BYTES, make_plan
@@ -71,7 +71,9 @@ from cloudput.providers.base import (
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-HASH_READ_BYTES = 4 * 1024 * 1024
+# Parts are hashed and sent in reads of at most 1 MiB, so a part in flight costs a
+# read buffer, not its size (CONTRACT.md, "Promises": peak memory bound).
+HASH_READ_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -952,12 +954,30 @@ class Engine:
                 digests.append(Digest(record.checksum_algorithm, receipt.checksum))
                 continue
             part = self._plan_part(record, receipt.number)
-            digest = digest_of(
-                reader.read(part.offset, part.size_bytes), record.checksum_algorithm
-            )
+            digest = self._part_digest(record, reader, part)
             assert digest is not None
             digests.append(digest)
         return tuple(digests)
+
+    def _part_digest(
+        self,
+        record: UploadRecord,
+        reader: SourceReader,
+        part: PartSpec,
+        whole: RunningDigest | None = None,
+    ) -> Digest | None:
+        """The digest of one part, read in chunks (never the whole part at once);
+        ``whole``, when given, is fed the same bytes."""
+        if record.checksum_algorithm == "none":
+            return None
+        hasher = RunningDigest(record.checksum_algorithm)
+        end = part.offset + part.size_bytes
+        for offset in range(part.offset, end, HASH_READ_BYTES):
+            data = reader.read(offset, min(HASH_READ_BYTES, end - offset))
+            hasher.update(data)
+            if whole is not None:
+                whole.update(data)
+        return hasher.digest()
 
     def _send_concurrently(
         self,
@@ -1018,8 +1038,8 @@ class Engine:
         failed: threading.Event,
     ) -> Receipt:
         try:
-            body = reader.read(part.offset, part.size_bytes)
-            digest = digest_of(body, record.checksum_algorithm)
+            digest = self._part_digest(record, reader, part)
+            body = RangeBody(reader, part.offset, part.size_bytes)
             return self._send_one(record, provider, session, part, body, digest)
         except BaseException:
             failed.set()
@@ -1033,7 +1053,7 @@ class Engine:
         provider: Provider,
         session: str,
         part: PartSpec,
-        body: bytes,
+        body: RangeBody,
         digest: Digest | None,
     ) -> Receipt:
         started = time.monotonic()
@@ -1092,10 +1112,8 @@ class Engine:
             if not self._acquire_budget():  # stopped while waiting
                 raise self.stop.error or InterruptedRunError(130)
             try:
-                body = reader.read(part.offset, part.size_bytes)
-                digest = digest_of(body, record.checksum_algorithm)
-                if hasher:
-                    hasher.update(body)
+                digest = self._part_digest(record, reader, part, hasher)
+                body = RangeBody(reader, part.offset, part.size_bytes)
                 receipts[part.number] = self._send_one(
                     record, provider, session, part, body, digest
                 )

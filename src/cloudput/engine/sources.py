@@ -413,8 +413,14 @@ class SourceReader:
             )
 
 
+# One read of a range body: the BufferedReader's buffer, and the most a raw read
+# takes at once, so a part is never copied whole and the source is checked for
+# changes (one stat) once per MiB read.
+RANGE_READ_BYTES = 1024 * 1024
+
+
 class RangeBody:
-    """A re-readable range of a source, for single-request uploads."""
+    """A re-readable range of a source: a single-request body or one part."""
 
     def __init__(self, reader: SourceReader, offset: int, size_bytes: int):
         self._reader = reader
@@ -423,7 +429,7 @@ class RangeBody:
 
     def open(self) -> BinaryIO:
         raw = _RangeFile(self._reader, self._offset, self.size_bytes)
-        return io.BufferedReader(raw, buffer_size=1024 * 1024)
+        return io.BufferedReader(raw, buffer_size=RANGE_READ_BYTES)
 
 
 class _RangeFile(io.RawIOBase):
@@ -452,7 +458,7 @@ class _RangeFile(io.RawIOBase):
         return self._position
 
     def readinto(self, buffer: Any) -> int:
-        count = min(len(buffer), self._size - self._position)
+        count = min(len(buffer), self._size - self._position, RANGE_READ_BYTES)
         if count <= 0:
             return 0
         data = self._reader.read(self._offset + self._position, count)

@@ -557,10 +557,14 @@ class AzureProvider:
         spec: ObjectSpec,
         session: str,
         part: PartSpec,
-        body: bytes,
+        body: Body,
         digest: Digest | None,
     ) -> Receipt:
-        """Put Block with the block's own Content-MD5 (mismatch: ``BadDigestError``)."""
+        """Put Block with the block's own Content-MD5 (mismatch: ``BadDigestError``).
+
+        The block is streamed from ``body`` with its length given: with our own
+        Content-MD5 and no ``validate_content`` the SDK does not read it ahead.
+        """
         ident = block_id(session, part.number)
         md5 = (
             base64.b64decode(digest.value_b64)
@@ -568,13 +572,14 @@ class AzureProvider:
             else None
         )
         try:
-            self._blob(spec.target).stage_block(
-                ident,
-                body,
-                length=len(body),
-                transactional_content_md5=md5,
-                encryption_scope=_scope_of(spec),
-            )
+            with body.open() as stream:
+                self._blob(spec.target).stage_block(
+                    ident,
+                    stream,
+                    length=body.size_bytes,
+                    transactional_content_md5=md5,
+                    encryption_scope=_scope_of(spec),
+                )
         except HttpResponseError as exc:
             if error_code_of(exc) in ("InvalidBlobOrBlock", "InvalidBlockId"):
                 raise _foreign_blocks_error(spec.target) from exc
@@ -582,7 +587,7 @@ class AzureProvider:
         except AzureError as exc:
             _raise(exc, f"sending block {part.number} of", spec.target)
         checksum = digest.value_b64 if digest else None
-        return Receipt(part.number, ident, len(body), checksum)
+        return Receipt(part.number, ident, body.size_bytes, checksum)
 
     def complete(
         self,

@@ -233,7 +233,7 @@ class Incomplete:
 
 
 class Body(Protocol):
-    """A re-readable byte source of known size (for single-request uploads)."""
+    """A re-readable byte source of known size (a single-request body or one part)."""
 
     size_bytes: int
 
@@ -276,10 +276,14 @@ class Provider(Protocol):
         spec: ObjectSpec,
         session: str,
         part: PartSpec,
-        body: bytes,
+        body: Body,
         digest: Digest | None,
     ) -> Receipt:
-        """Send one part; ``digest`` is of ``body`` and is checked by the provider."""
+        """Send one part; ``digest`` is of ``body`` and is checked by the provider.
+
+        ``body`` holds exactly the part's bytes; each ``body.open()`` gives a fresh
+        seekable reader at its start. Stream from it: never read the part whole.
+        """
         ...
 
     def complete(

@@ -485,14 +485,19 @@ class GcsProvider:
         spec: ObjectSpec,
         session: str,
         part: PartSpec,
-        body: bytes,
+        body: Body,
         digest: Digest | None,
     ) -> Receipt:
-        """Send one part in order; on return the service holds all of its bytes."""
+        """Send one part in order; on return the service holds all of its bytes.
+
+        The part is streamed from ``body``; when the session already holds its start,
+        the reader is moved past it and only the rest is sent.
+        """
         handle = SessionHandle.decode(session)
-        if len(body) != part.size_bytes:
+        if body.size_bytes != part.size_bytes:
             raise CloudputError(
-                f"part {part.number} has {len(body)} bytes, planned {part.size_bytes}"
+                f"part {part.number} has {body.size_bytes} bytes, "
+                f"planned {part.size_bytes}"
             )
         if part.size_bytes:
             check_chunk(part.offset, part.end, spec.size_bytes)
@@ -502,7 +507,7 @@ class GcsProvider:
         )
 
     def _send_rest(
-        self, spec: ObjectSpec, handle: SessionHandle, part: PartSpec, body: bytes
+        self, spec: ObjectSpec, handle: SessionHandle, part: PartSpec, body: Body
     ) -> None:
         state = self._state(handle.url)
         if state.resource is None and (state.offset is None or state.is_stale):
@@ -517,7 +522,9 @@ class GcsProvider:
                     f"less than part {part.number}'s start at {part.offset}",
                     hint="resume asks the session and re-sends from its offset",
                 )
-            self._put_chunk(spec, handle, state, offset, body[offset - part.offset :])
+            with body.open() as stream:
+                stream.seek(offset - part.offset)
+                self._put_chunk(spec, handle, state, offset, stream, part.end - offset)
             if (state.offset or 0) <= offset and state.resource is None:
                 break
         if state.resource is None and (state.offset or 0) < part.end:
@@ -533,9 +540,11 @@ class GcsProvider:
         handle: SessionHandle,
         state: _SessionState,
         start: int,
-        chunk: bytes,
+        chunk: BinaryIO,
+        size_bytes: int,
     ) -> None:
-        end = start + len(chunk)
+        """PUT ``size_bytes`` read from ``chunk`` (streamed, never held whole)."""
+        end = start + size_bytes
         check_chunk(start, end, spec.size_bytes)
         state.is_stale = True
         logger.debug("GCS chunk %d-%d of %s", start, end - 1, spec.target.uri)
@@ -545,7 +554,10 @@ class GcsProvider:
             "chunk upload",
             spec.target,
             data=chunk,
-            headers={"Content-Range": f"bytes {start}-{end - 1}/{spec.size_bytes}"},
+            headers={
+                "Content-Range": f"bytes {start}-{end - 1}/{spec.size_bytes}",
+                "Content-Length": str(size_bytes),
+            },
         )
         self._absorb(spec, handle, state, response, "chunk upload")
 

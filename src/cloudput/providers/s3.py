@@ -476,27 +476,33 @@ class S3Provider:
         spec: ObjectSpec,
         session: str,
         part: PartSpec,
-        body: bytes,
+        body: Body,
         digest: Digest | None,
     ) -> Receipt:
-        """UploadPart with its Content-MD5 or CRC32C; the ETag is kept verbatim."""
+        """UploadPart with its Content-MD5 or CRC32C; the ETag is kept verbatim.
+
+        The body is streamed from a fresh reader (botocore rewinds it to sign and
+        reads it in small blocks), so no copy of the part is held.
+        """
+        stream = body.open()
         params: dict[str, Any] = {
             "Bucket": spec.target.bucket,
             "Key": spec.target.key,
             "UploadId": session,
             "PartNumber": part.number,
-            "Body": body,
-            "ContentLength": len(body),
+            "Body": stream,
+            "ContentLength": body.size_bytes,
         }
         params.update(_digest_params(digest))
         params.update(self._customer_key_for(spec))
         doing = f"UploadPart {part.number} of {spec.target.uri}"
-        response = self._call("upload_part", doing, **params)
+        with stream:
+            response = self._call("upload_part", doing, **params)
         self._check_part_etag(str(response["ETag"]), digest, doing, spec)
         return Receipt(
             number=part.number,
             etag=str(response["ETag"]),
-            size_bytes=len(body),
+            size_bytes=body.size_bytes,
             checksum=digest.value_b64 if digest else None,
         )
 
