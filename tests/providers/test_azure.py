@@ -44,6 +44,7 @@ from cloudput.providers.base import (
     Receipt,
 )
 from tests.backends import Backend
+from tests.providers.recording import LARGEST_STREAM_READ_BYTES, RecordingBody
 
 UPLOAD_ID = "0123456789ab"
 
@@ -501,3 +502,20 @@ def test_limits_plan_a_200_gb_file_within_50000_blocks() -> None:
 
     assert planned.part_count <= AZURE_LIMITS.max_parts
     assert planned.part_size_bytes <= AZURE_LIMITS.max_part_size_bytes
+
+
+def test_a_block_is_streamed_not_read_whole(
+    provider: AzureProvider, azure: Backend
+) -> None:
+    data = os.urandom(4 * MIB)
+    spec = spec_for(azure, "streamed.bin", len(data))
+    session = provider.start(spec, len(data))
+    body = RecordingBody(data)
+
+    receipt = provider.send_part(
+        spec, session, PartSpec(1, 0, len(data)), body, md5(data)
+    )
+    provider.complete(spec, session, [receipt], Expected(len(data)))
+
+    assert raw_blob(azure, "streamed.bin").download_blob().readall() == data
+    assert 0 < body.largest_read <= LARGEST_STREAM_READ_BYTES

@@ -38,6 +38,7 @@ from cloudput.providers.gcs import (
     persisted_offset,
 )
 from tests.backends import Backend
+from tests.providers.recording import LARGEST_STREAM_READ_BYTES, RecordingBody
 
 CHUNK_BYTES = 1 * MIB
 EMPTY_MD5 = "1B2M2Y8AsgTpgAmY7PhCfg=="  # base64 of d41d8cd98f00b204e9800998ecf8427e
@@ -460,3 +461,16 @@ def test_presign_single_is_not_supported_on_the_emulator(
 ) -> None:
     with pytest.raises(NotSupportedError):
         provider.presign_single(spec_for(gcs, "x.bin", 3), 600)
+
+
+def test_a_part_is_streamed_not_read_whole(provider: GcsProvider, gcs: Backend) -> None:
+    data = os.urandom(4 * CHUNK_BYTES)
+    spec = spec_for(gcs, "streamed.bin", len(data))
+    session = provider.start(spec, len(data))
+    body = RecordingBody(data)
+
+    receipt = provider.send_part(spec, session, PartSpec(1, 0, len(data)), body, None)
+    provider.complete(spec, session, [receipt], expected_for(data))
+
+    assert gcs.read("streamed.bin") == data
+    assert 0 < body.largest_read <= LARGEST_STREAM_READ_BYTES

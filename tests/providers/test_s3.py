@@ -44,6 +44,7 @@ from cloudput.providers.s3 import S3_LIMITS, S3Provider, error_for_code
 from tests.backends import Backend
 from tests.emulators import Emulator, free_port
 from tests.faultproxy import FaultProxy, Match
+from tests.providers.recording import LARGEST_STREAM_READ_BYTES, RecordingBody
 
 EMPTY_MD5_B64 = "1B2M2Y8AsgTpgAmY7PhCfg=="
 COMPLETE = Match(method="POST", query={"uploadId": None})
@@ -744,3 +745,18 @@ def use_profile_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, key: str) 
     path.write_text(profile_text(key))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(path))
     return path
+
+
+def test_a_part_is_streamed_not_read_whole(provider: S3Provider, s3: Backend) -> None:
+    data = os.urandom(5 * 1024 * 1024)
+    spec = spec_for(s3, "streamed.bin", len(data))
+    session = provider.start(spec, len(data))
+    body = RecordingBody(data)
+
+    receipt = provider.send_part(
+        spec, session, PartSpec(1, 0, len(data)), body, checksums.digest_of(data, "md5")
+    )
+    provider.complete(spec, session, [receipt], Expected(len(data)))
+
+    assert s3.read("streamed.bin") == data
+    assert 0 < body.largest_read <= LARGEST_STREAM_READ_BYTES
