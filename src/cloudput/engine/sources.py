@@ -457,6 +457,14 @@ class _RangeFile(io.RawIOBase):
         self._position = max(0, min(self._size, base + position))
         return self._position
 
+    def readall(self) -> bytes:
+        """The rest in reads of ``RANGE_READ_BYTES`` (the default reads 8 KiB at a
+        time, each one a stat of the source)."""
+        chunks = []
+        while chunk := self.read(RANGE_READ_BYTES):
+            chunks.append(chunk)
+        return b"".join(chunks)
+
     def readinto(self, buffer: Any) -> int:
         count = min(len(buffer), self._size - self._position, RANGE_READ_BYTES)
         if count <= 0:
