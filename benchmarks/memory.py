@@ -66,7 +66,7 @@ def main(argv: list[str]) -> int:
                 f"{args.file_mib} MiB to moto, {args.part_mib} MiB parts; "
                 "peak RSS (VmHWM) of the cloudput process"
             )
-            print("concurrency | peak RSS MiB | bound MiB | within")
+            print("concurrency | peak RSS MiB | bound MiB | within | client CPU s")
             for concurrency in levels:
                 for round_number in range(args.rounds):
                     emulator.reset()
@@ -90,7 +90,9 @@ def main(argv: list[str]) -> int:
                     env = tool_environment(backend, home)
                     if args.src:
                         env["PYTHONPATH"] = str(Path(args.src).resolve())
-                    _, _, _, peak_mib, code = measure(command, env, home / "out.log")
+                    _, user_s, sys_s, peak_mib, code = measure(
+                        command, env, home / "out.log"
+                    )
                     count, total = stored(backend)
                     if code != 0 or (count, total) != (1, args.file_mib * MIB):
                         print(
@@ -101,7 +103,8 @@ def main(argv: list[str]) -> int:
                     limit = bound_mib(concurrency, args.part_mib)
                     verdict = "yes" if peak_mib < limit else "NO"
                     print(
-                        f"{concurrency:>11} | {peak_mib:>12.0f} | {limit:>9} | {verdict}"
+                        f"{concurrency:>11} | {peak_mib:>12.0f} | {limit:>9} | "
+                        f"{verdict:>6} | {user_s + sys_s:>12.2f}"
                     )
         finally:
             emulator.stop()
