@@ -119,3 +119,31 @@ def test_upload_held_by_a_live_process_is_not_touched(s3, tmp_path):
         process.send_signal(signal.SIGINT)
         finish(process)
     assert [r.status for r in records()] == ["interrupted"]
+
+
+def test_azure_upload_initiated_by_init_with_nothing_staged_is_cleaned_up(
+    azure, monkeypatch
+):
+    import json
+    import time
+
+    from tests.helpers import run_cli
+
+    azure.apply_env(monkeypatch)
+    init = run_cli(
+        [
+            "init",
+            azure.uri("orph/o.bin"),
+            "--size",
+            str(12 * MIB),
+            "--part-size",
+            "8MiB",
+        ]
+    )
+    assert init.code == 0, init.stderr
+    upload_id = json.loads(init.stdout)["id"]
+    time.sleep(1.2)
+    done = run_cli(["cleanup", azure.uri("orph/"), "--older-than", "1s"])
+    assert done.code == 0, done.stderr
+    assert f"(upload {upload_id})" in done.stdout
+    assert only_record().status == "aborted"

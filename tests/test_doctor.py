@@ -45,13 +45,14 @@ def test_doctor_unreachable_endpoint_is_reported(monkeypatch):
     assert checks_of(result)["endpoint"]["status"] == "fail"
 
 
-def test_doctor_skips_unconfigured_providers(monkeypatch):
+def test_doctor_with_no_provider_configured_is_exit_3(monkeypatch):
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         monkeypatch.delenv(name, raising=False)
     result = run_cli(["doctor", "--json"])
     statuses = {line["provider"]: line["status"] for line in result.json_lines()}
     assert statuses == {"s3": "skip", "gcs": "skip", "azure": "skip"}
-    assert result.code == 0
+    assert result.code == 3  # nothing was checked: configuration incomplete
+    assert "no provider is configured" in result.stderr
 
 
 def test_clock_skew_beyond_five_minutes_fails(moto_server):

@@ -202,8 +202,9 @@ def test_plan_parts_cover_the_file_without_gaps_or_empty_parts(size_bytes: int) 
 def test_plan_grows_the_part_size_to_stay_within_10000_parts() -> None:
     plan = make_plan(10_000 * 5 * MIB + 1, S3_LIMITS, part_size_bytes=5 * MIB)
 
-    assert plan.part_count == 10_000
-    assert plan.part_size_bytes == 5 * MIB + 1
+    # Raised to the next whole MiB, not to 5 MiB + 1 byte.
+    assert plan.part_size_bytes == 6 * MIB
+    assert plan.part_count == 8_334
     assert plan.raised_from_bytes == 5 * MIB
 
 

@@ -52,7 +52,10 @@ def parse_target(text: str) -> Target:
         )
     bucket, _, key = rest.partition("/")
     if not bucket:
-        raise UsageError(f"malformed target {text!r}: the bucket name is missing")
+        raise UsageError(
+            f"malformed target {text!r}: the bucket name is missing",
+            hint="use s3://BUCKET/KEY, gs://BUCKET/KEY or az://CONTAINER/BLOB",
+        )
     target = Target(_SCHEMES[scheme], bucket, unicodedata.normalize("NFC", key))
     if key:
         check_key(target.key.rstrip("/") if target.is_prefix else target.key, text)
@@ -81,7 +84,10 @@ def check_key(key: str, shown_as: str | None = None) -> None:
             f"unsafe key {key!r}: it starts with '/'", hint="remove the leading slash"
         )
     if any(ord(ch) < 32 or ord(ch) == 127 for ch in key):
-        raise UsageError(f"unsafe key {key!r}: it contains a control character")
+        raise UsageError(
+            f"unsafe key {key!r}: it contains a control character",
+            hint="rename the file or give a target key without it",
+        )
     segments = key.split("/")
     if any(segment in (".", "..") for segment in segments):
         raise UsageError(
@@ -89,10 +95,14 @@ def check_key(key: str, shown_as: str | None = None) -> None:
             hint="providers and SDKs resolve them differently; name the key without them",
         )
     if "" in segments[:-1]:
-        raise UsageError(f"unsafe key {key!r}: it has an empty segment ('//')")
+        raise UsageError(
+            f"unsafe key {key!r}: it has an empty segment ('//')",
+            hint="use a single '/' between segments",
+        )
     if len(key.encode("utf-8")) > MAX_KEY_BYTES:
         raise UsageError(
-            f"unsafe key: {len(key.encode('utf-8'))} bytes is over {MAX_KEY_BYTES}"
+            f"unsafe key: {len(key.encode('utf-8'))} bytes is over {MAX_KEY_BYTES}",
+            hint="providers cap names at 1024 bytes of UTF-8; use a shorter key",
         )
 
 

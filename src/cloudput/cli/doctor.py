@@ -4,6 +4,7 @@ clocks and SDK versions; a table on a terminal, JSON lines with ``--json``."""
 from __future__ import annotations
 
 import os
+import sys
 from typing import Annotated
 
 import typer
@@ -13,7 +14,7 @@ from rich.table import Table
 from cloudput.cli.common import provider_factory, settings, with_globals
 from cloudput.cli.render import emit
 from cloudput.engine.doctor import Check, diagnose, is_configured
-from cloudput.errors import UsageError, combine_exit_codes
+from cloudput.errors import EXIT_CONFIG, UsageError, combine_exit_codes
 
 PROVIDERS = ("s3", "gcs", "azure")
 Opt = typer.Option
@@ -43,6 +44,12 @@ def doctor(
             continue
         checks += _diagnose(name, bucket, endpoint_url, region)
     _print(checks, as_json)
+    if all(check.status == "skip" for check in checks):
+        sys.stderr.write(
+            "cloudput: error: no provider is configured (set credentials or an "
+            "endpoint: see the README's Configuration section)\n"
+        )
+        raise typer.Exit(EXIT_CONFIG)
     raise typer.Exit(combine_exit_codes([check.exit_code for check in checks]))
 
 

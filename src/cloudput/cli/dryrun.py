@@ -47,10 +47,17 @@ def print_plan(
             continue
         files += 1
         total_bytes += size_bytes
+        if plan.raised_from_bytes and not quiet:
+            sys.stderr.write(
+                f"cloudput: WARNING: {job.source_path}: part size raised from "
+                f"{plan.raised_from_bytes:,} to {plan.part_size_bytes:,} bytes to stay "
+                f"within {limits.max_parts:,} parts\n"
+            )
         _show(job, plan, as_json)
     if not quiet:
         sys.stderr.write(
-            f"cloudput: dry run: {files} files, {format_size(total_bytes)}; "
+            f"cloudput: dry run: {files} {'file' if files == 1 else 'files'}, "
+            f"{format_size(total_bytes)}; "
             "nothing was sent\n"
         )
     return combine_exit_codes(sorted(codes))

@@ -29,8 +29,9 @@ class Orphan:
 def find_orphans(
     provider: Provider, journal: Journal, target: Target, older_than_s: float
 ) -> list[Orphan]:
-    """What the provider lists as unfinished under ``target``, plus the sessions only
-    the journal knows (GCS cannot list its sessions), older than the cutoff."""
+    """What the provider lists as unfinished under ``target``, plus the uploads only
+    the journal knows (GCS sessions; uploads with nothing staged), older than the
+    cutoff."""
     records = [r for r in journal.find() if _is_under(r, target)]
     by_session = {r.session: r for r in records if r.session}
     found = [
@@ -46,7 +47,7 @@ def find_orphans(
             and record.status in (*UNFINISHED, "failed")
             and record.strategy != "single"
             and _epoch(record.initiated_at) <= cutoff
-            and provider.limits.strategy != "multipart"  # S3 and Azure list their own
+            and _only_journal_knows(provider, journal, record)
         ):
             incomplete = Incomplete(
                 Target(record.provider, record.bucket, record.key, record.account),
@@ -70,6 +71,14 @@ def abort_orphan(provider: Provider, journal: Journal, orphan: Orphan) -> None:
         return
     spec = ObjectSpec(orphan.incomplete.target, 0, "application/octet-stream")
     provider.abort(spec, orphan.incomplete.session)
+
+
+def _only_journal_knows(
+    provider: Provider, journal: Journal, record: UploadRecord
+) -> bool:
+    """GCS sessions, and multipart uploads with nothing staged yet (an Azure blob with
+    no block is invisible to the provider's listing), are known to the journal only."""
+    return provider.limits.strategy != "multipart" or not journal.parts(record.id)
 
 
 def _is_under(record: UploadRecord, target: Target) -> bool:

@@ -6,6 +6,7 @@ rules, before any request is made.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from cloudput.errors import UsageError
@@ -13,6 +14,7 @@ from cloudput.providers.base import PartSpec, ProviderLimits
 from cloudput.units import format_size
 
 DEFAULT_MULTIPART_THRESHOLD_BYTES = 8 * 1024 * 1024  # CONTRACT.md: default 8 MiB
+GROWN_PART_MULTIPLE_BYTES = 1024 * 1024  # a part size cloudput raises is whole MiB
 
 
 @dataclass(frozen=True)
@@ -62,8 +64,15 @@ def check_part_size(part_size_bytes: int, limits: ProviderLimits) -> None:
         raise UsageError(
             f"--part-size {part_size_bytes:,} bytes is not a multiple of "
             f"{limits.part_size_multiple_bytes:,} bytes, as {rule} requires of every chunk "
-            "but the last"
+            "but the last",
+            hint=f"use --part-size {_next_multiple(part_size_bytes, limits)} "
+            f"(any multiple of {format_size(limits.part_size_multiple_bytes)})",
         )
+
+
+def _next_multiple(size_bytes: int, limits: ProviderLimits) -> int:
+    multiple = limits.part_size_multiple_bytes
+    return max(-(-size_bytes // multiple) * multiple, limits.min_part_size_bytes)
 
 
 def make_plan(
@@ -101,9 +110,19 @@ def make_plan(
 
 def _grow_to_fit(part_size_bytes: int, size_bytes: int, limits: ProviderLimits) -> int:
     needed = -(-size_bytes // limits.max_parts)
-    size = max(part_size_bytes, needed, limits.min_part_size_bytes)
+    size = max(part_size_bytes, limits.min_part_size_bytes)
     multiple = limits.part_size_multiple_bytes
+    if needed > size:
+        # Grown sizes are whole MiB (a multiple of every provider's chunk rule), so a
+        # raised plan reads as 6 MiB rather than 5,242,881 bytes.
+        multiple = math.lcm(multiple, GROWN_PART_MULTIPLE_BYTES)
+        size = needed
     size = -(-size // multiple) * multiple
+    if size > limits.max_part_size_bytes:
+        size = (
+            -(-needed // limits.part_size_multiple_bytes)
+            * limits.part_size_multiple_bytes
+        )
     if size > limits.max_part_size_bytes:
         raise UsageError(
             f"{size_bytes:,} bytes needs parts above {limits.name}'s maximum of "

@@ -52,7 +52,12 @@ def fingerprint(path: str) -> Fingerprint:
         raise SourceError(f"source {path} cannot be read: {exc.strerror}") from exc
     if not stat.S_ISREG(st.st_mode):
         kind = "a directory" if stat.S_ISDIR(st.st_mode) else "a special file"
-        raise SourceError(f"source {path} is {kind}, not a regular file")
+        raise SourceError(
+            f"source {path} is {kind}, not a regular file",
+            hint="name a file, or a directory to upload its contents"
+            if kind == "a special file"
+            else "a directory's contents are uploaded when it is named as a SOURCE",
+        )
     return Fingerprint(st.st_size, st.st_mtime_ns, st.st_ino)
 
 

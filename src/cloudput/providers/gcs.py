@@ -744,27 +744,33 @@ def load_credentials() -> Credentials:
     """GCP_SERVICE_ACCOUNT_JSON (key text or a path), else application default
     credentials (GOOGLE_APPLICATION_CREDENTIALS, gcloud, the metadata server)."""
     raw = os.environ.get("GCP_SERVICE_ACCOUNT_JSON", "").strip()
+    if raw:
+        return _service_account_credentials(raw)
     try:
-        if raw.startswith("{"):
-            info = json.loads(raw)
-            return service_account.Credentials.from_service_account_info(
-                info, scopes=[STORAGE_SCOPE]
-            )
-        if raw:
-            return service_account.Credentials.from_service_account_file(
-                raw, scopes=[STORAGE_SCOPE]
-            )
         credentials, _ = google.auth.default(scopes=[STORAGE_SCOPE])
         return credentials
     except google.auth.exceptions.DefaultCredentialsError:
         raise CredentialsError(
             "no Google credentials found", hint=CREDENTIALS_HINT
         ) from None
-    except (ValueError, OSError, KeyError):
+
+
+def _service_account_credentials(raw: str) -> Credentials:
+    """The key in GCP_SERVICE_ACCOUNT_JSON (JSON text or a path to it)."""
+    try:
+        if raw.startswith("{"):
+            return service_account.Credentials.from_service_account_info(
+                json.loads(raw), scopes=[STORAGE_SCOPE]
+            )
+        return service_account.Credentials.from_service_account_file(
+            raw, scopes=[STORAGE_SCOPE]
+        )
+    except (ValueError, OSError, KeyError, google.auth.exceptions.GoogleAuthError):
         # from None: the parser's message may quote the key itself.
         raise CredentialsError(
-            "GCP_SERVICE_ACCOUNT_JSON is not a readable service-account key",
-            hint=CREDENTIALS_HINT,
+            "GCP_SERVICE_ACCOUNT_JSON is set but is not a readable service-account key",
+            hint="give the key's JSON text or the path of its file; "
+            "check it has client_email, private_key and token_uri",
         ) from None
 
 

@@ -181,7 +181,11 @@ def translate_error(exc: Exception, doing: str) -> CloudputError:
             hint="check --endpoint-url or point AWS_CA_BUNDLE at the right CA bundle",
         )
     if isinstance(exc, (HTTPClientError, BotoConnectionError, IncompleteReadError)):
-        return TransientError(f"{doing} failed: {type(exc).__name__}: {detail}")
+        return TransientError(
+            f"{doing} failed: {type(exc).__name__}: {detail}",
+            hint="check --endpoint-url / AWS_ENDPOINT_URL and the network, then "
+            "`cloudput resume --all`",
+        )
     return CloudputError(
         f"{doing} failed: {type(exc).__name__}: {detail}", code="s3_error"
     )
