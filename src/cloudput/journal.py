@@ -15,9 +15,9 @@ import os
 import secrets
 import sqlite3
 import threading
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields, replace
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import astuple, dataclass, field, fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -145,7 +145,22 @@ class Attachment:
     url: str
 
 
-_UPLOAD_COLUMNS = {f.name for f in fields(UploadRecord)}
+#: Hex digits of a name's SHA-1 that pick its key-lock file: 256 files at most.
+KEY_LOCK_STRIPE_HEX = 2
+_UPLOAD_ORDER = tuple(f.name for f in fields(UploadRecord))
+_UPLOAD_COLUMNS = set(_UPLOAD_ORDER)
+_INSERT_UPLOAD = (
+    f"INSERT INTO uploads ({', '.join(f'[{n}]' for n in _UPLOAD_ORDER)}) "
+    f"VALUES ({', '.join('?' for _ in _UPLOAD_ORDER)})"
+)
+_UPSERT_PART = (
+    "INSERT OR REPLACE INTO parts (upload_id, number, [offset], size_bytes, etag, "
+    "checksum, completed_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+_UPSERT_ATTACHMENT = (
+    "INSERT OR REPLACE INTO attachments (id, upload_id, name, mime_type, size, url) "
+    "VALUES (?, ?, ?, ?, ?, ?)"
+)
 _MAPPING_COLUMNS = ("metadata", "tags")  # stored as JSON text
 
 
@@ -183,15 +198,37 @@ class Journal:
             except sqlite3.DatabaseError as exc:
                 raise _journal_error(self.path, exc) from exc
 
+    # The calls made per file (add, get, update, find_*, record_part, mark_completed)
+    # are plain SQL on the connection: sqlite-utils reads the table's schema on every
+    # insert and update, which cost more than the statement itself. sqlite-utils
+    # keeps creating and migrating the schema.
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """Several statements as one transaction (the connection autocommits)."""
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
+
+    def _select(self, sql: str, args: Sequence[Any]) -> list[dict[str, Any]]:
+        cursor = self._conn.cursor()
+        cursor.row_factory = sqlite3.Row
+        return [dict(row) for row in cursor.execute(sql, args)]
+
     def add(self, record: UploadRecord) -> None:
         """Insert a new upload record."""
+        row = _to_row(record)
         with self._guard(), self._conn:
-            self.db.table("uploads").insert(_to_row(record))
+            self._conn.execute(_INSERT_UPLOAD, [row[name] for name in _UPLOAD_ORDER])
 
     def get(self, upload_id: str) -> UploadRecord:
         """Return the record, or raise ``UsageError`` for an unknown id."""
         with self._guard():
-            rows = list(self.db.table("uploads").rows_where("id = ?", [upload_id]))
+            rows = self._select("SELECT * FROM uploads WHERE id = ?", [upload_id])
         if not rows:
             raise UsageError(
                 f"unknown upload id {upload_id!r}", hint="see `cloudput list`"
@@ -218,12 +255,11 @@ class Journal:
             f"source_path = ? AND uri = ? AND status IN ({marks}) AND endpoint_url IS ?"
         )
         with self._guard():
-            rows = self.db.table("uploads").rows_where(
-                where,
+            rows = self._select(
+                f"SELECT * FROM uploads WHERE {where} ORDER BY rowid DESC",
                 [source_path, uri, *UNFINISHED, endpoint_url],
-                order_by="rowid desc",
             )
-            return [_from_row(row) for row in rows]
+        return [_from_row(row) for row in rows]
 
     def find_finished(
         self, source_path: str, uri: str, endpoint_url: str | None
@@ -234,34 +270,44 @@ class Journal:
             "AND endpoint_url IS ?"
         )
         with self._guard():
-            rows = self.db.table("uploads").rows_where(
-                where, [source_path, uri, endpoint_url], order_by="rowid desc", limit=1
+            rows = self._select(
+                f"SELECT * FROM uploads WHERE {where} ORDER BY rowid DESC LIMIT 1",
+                [source_path, uri, endpoint_url],
             )
-            found = [_from_row(row) for row in rows]
-        return found[0] if found else None
+        return _from_row(rows[0]) if rows else None
 
     def update(self, upload_id: str, **changes: Any) -> None:
         """Change fields of a record (commits at once)."""
         row = _to_row_fields(changes)
         row["updated_at"] = utc_now()
         with self._guard(), self._conn:
-            self.db.table("uploads").update(upload_id, row)
+            self._update_upload(upload_id, row)
+
+    def _update_upload(self, upload_id: str, row: Mapping[str, Any]) -> None:
+        assignments = ", ".join(f"[{name}] = ?" for name in row)
+        cursor = self._conn.execute(
+            f"UPDATE uploads SET {assignments} WHERE id = ?", [*row.values(), upload_id]
+        )
+        if cursor.rowcount == 0:
+            raise UsageError(
+                f"unknown upload id {upload_id!r}", hint="see `cloudput list`"
+            )
 
     def record_part(self, upload_id: str, row: PartRow) -> None:
         """Checkpoint one acknowledged part; committed before the call returns."""
         with self._guard(), self._conn:
-            self.db.table("parts").upsert(asdict(row), pk=("upload_id", "number"))
+            self._conn.execute(_UPSERT_PART, astuple(row))
 
     def parts(self, upload_id: str) -> list[PartRow]:
         with self._guard():
-            rows = self.db.table("parts").rows_where(
-                "upload_id = ?", [upload_id], order_by="number"
+            rows = self._select(
+                "SELECT * FROM parts WHERE upload_id = ? ORDER BY number", [upload_id]
             )
-            return [PartRow(**row) for row in rows]
+        return [PartRow(**row) for row in rows]
 
     def forget_parts(self, upload_id: str, keep: set[int] | None = None) -> None:
         """Drop part rows (all, or all but ``keep``): the provider no longer holds them."""
-        with self._guard(), self._conn:
+        with self._guard(), self._transaction():
             for row in self.parts(upload_id):
                 if keep is None or row.number not in keep:
                     self._conn.execute(
@@ -275,9 +321,9 @@ class Journal:
         """Mark an upload completed and write its attachment in one transaction."""
         row = _to_row_fields(changes)
         row.update(status="completed", updated_at=utc_now())
-        with self._guard(), self._conn:
-            self.db.table("uploads").update(upload_id, row)
-            self.db.table("attachments").upsert(asdict(attachment), pk="id")
+        with self._guard(), self._transaction():
+            self._update_upload(upload_id, row)
+            self._conn.execute(_UPSERT_ATTACHMENT, astuple(attachment))
 
     def attachments(self) -> list[Attachment]:
         with self._guard():
@@ -306,7 +352,11 @@ class Journal:
     def key_lock(self, name: str) -> Iterator[None]:
         """Serialise a short decision across processes (and threads) by ``name``."""
         digest = hashlib.sha1(name.encode("utf-8"), usedforsecurity=False).hexdigest()
-        fd = os.open(self._lock_path(f"key-{digest}"), os.O_RDWR | os.O_CREAT, 0o600)
+        # One of KEY_LOCK_STRIPES files, not one per name: a tree of a million files
+        # must not leave a million lock files; two names sharing a stripe only wait
+        # for each other's short decision.
+        stripe = digest[:KEY_LOCK_STRIPE_HEX]
+        fd = os.open(self._lock_path(f"key-{stripe}"), os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
@@ -314,10 +364,15 @@ class Journal:
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
 
-    def release(self, upload_id: str) -> None:
+    def release(self, upload_id: str, finished: bool = False) -> None:
+        """Let go of the upload; ``finished``: it is completed (or otherwise final),
+        so its lock file goes too (a later ``hold`` re-reads the record anyway)."""
         with self._lock:
             fd = self._holds.pop(upload_id, None)
         if fd is not None:
+            if finished:
+                with suppress(FileNotFoundError):
+                    os.unlink(self._lock_path(upload_id))
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
 
@@ -482,7 +537,7 @@ def _to_row_fields(changes: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _to_row(record: UploadRecord) -> dict[str, Any]:
-    return _to_row_fields(asdict(record))
+    return _to_row_fields({name: getattr(record, name) for name in _UPLOAD_ORDER})
 
 
 def _from_row(row: Mapping[str, Any]) -> UploadRecord:

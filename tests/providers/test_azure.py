@@ -44,6 +44,7 @@ from cloudput.providers.base import (
     Receipt,
 )
 from tests.backends import Backend
+from tests.faultproxy import FaultProxy
 from tests.providers.recording import LARGEST_STREAM_READ_BYTES, RecordingBody
 
 UPLOAD_ID = "0123456789ab"
@@ -234,6 +235,26 @@ def test_zero_byte_put_single(azure: Backend, provider: AzureProvider) -> None:
         == "d41d8cd98f00b204e9800998ecf8427e"
     )
     assert verified.verified == "md5"
+
+
+def test_put_single_is_proven_by_the_md5_in_its_answer_without_a_read(
+    azure: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = spec_for(azure, "single/one.bin", 5)
+    with FaultProxy(azure.endpoint) as proxy:
+        for name, value in azure.routed_through(proxy.url).items():
+            monkeypatch.setenv(name, value)
+        made = AzureProvider(ProviderSettings(concurrency=4, timeout_s=30))
+        try:
+            verified = made.put_single(spec, BytesBody(b"hello"), md5(b"hello"))
+        finally:
+            made.close()
+        methods = [r.method for r in proxy.requests]
+
+    assert (verified.verified, verified.value) == ("md5", md5(b"hello").value_b64)
+    assert verified.remote.size_bytes == 5
+    assert methods == ["PUT"]
+    assert azure.read("single/one.bin") == b"hello"
 
 
 def test_put_single_with_a_wrong_md5_is_bad_digest(

@@ -482,6 +482,40 @@ def test_part_corrupted_in_transit_is_refused_by_the_server(
         )
 
 
+def test_single_put_is_proven_by_its_etag_without_a_head(
+    s3: Backend, proxy: FaultProxy, proxied: S3Provider
+) -> None:
+    spec = spec_for(s3, "one.bin", 10)
+    digest = checksums.digest_of(b"0123456789", "md5")
+
+    verified = proxied.put_single(spec, BytesBody(b"0123456789"), digest)
+
+    assert (verified.verified, verified.remote.size_bytes) == ("md5", 10)
+    assert [r.method for r in proxy.requests] == ["PUT"]
+
+
+def test_single_put_corrupted_in_transit_is_a_bad_digest_error(
+    s3: Backend, proxy: FaultProxy, proxied: S3Provider
+) -> None:
+    spec = spec_for(s3, "one.bin", 10)
+    proxy.corrupt(Match(method="PUT"), offset=3)
+    digest = checksums.digest_of(b"0123456789", "md5")
+
+    with pytest.raises(BadDigestError, match="corrupted in transit"):
+        proxied.put_single(spec, BytesBody(b"0123456789"), digest)
+
+
+def test_single_put_without_a_checksum_is_confirmed_by_a_head(
+    s3: Backend, proxy: FaultProxy, proxied: S3Provider
+) -> None:
+    spec = spec_for(s3, "none.bin", 10, algorithm="none")
+
+    verified = proxied.put_single(spec, BytesBody(b"0123456789"), None)
+
+    assert (verified.verified, verified.remote.size_bytes) == ("size", 10)
+    assert [r.method for r in proxy.requests] == ["PUT", "HEAD"]
+
+
 def test_part_carries_the_content_md5_of_its_own_bytes(
     s3: Backend, proxy: FaultProxy, proxied: S3Provider
 ) -> None:
@@ -716,6 +750,32 @@ def test_limits_follow_the_s3_multipart_rules() -> None:
         == 5 * 1024 * MIB
     )
     assert S3_LIMITS.default_checksum == "md5"
+
+
+def test_auto_checksum_is_crc32c_on_aws_and_md5_on_other_servers(
+    provider: S3Provider,
+) -> None:
+    on_aws = S3Provider(ProviderSettings(region="eu-west-1"))
+
+    assert on_aws.limits.default_checksum == "crc32c"
+    assert provider.limits.default_checksum == "md5"
+
+
+def test_bodies_are_not_hashed_for_the_signature_on_plain_http(
+    s3: Backend, proxy: FaultProxy, proxied: S3Provider
+) -> None:
+    spec = spec_for(s3, "unsigned.bin", 10)
+    session = proxied.start(spec, 10)
+    digest = checksums.digest_of(b"0123456789", "md5")
+
+    proxied.send_part(
+        spec, session, PartSpec(1, 0, 10), BytesBody(b"0123456789"), digest
+    )
+    proxied.put_single(spec, BytesBody(b"0123456789"), digest)
+
+    for request in proxy.requests:
+        if request.method == "PUT":
+            assert request.headers["x-amz-content-sha256"] == "UNSIGNED-PAYLOAD"
 
 
 # -- helpers ---------------------------------------------------------------------------

@@ -50,6 +50,7 @@ from cloudput.errors import (
     UsageError,
 )
 from cloudput.journal import (
+    UNFINISHED,
     Attachment,
     Journal,
     PartRow,
@@ -593,10 +594,33 @@ class Engine:
                 exit_code=EXIT_RESUMABLE,
                 message="held by another cloudput process",
             )
+        outcome: Outcome | None = None
         try:
-            return self._transfer_held(record)
+            # Read again under the hold: another process may have finished it
+            # between our reading the record and taking the hold.
+            record = self.journal.get(record.id)
+            if record.status not in UNFINISHED:
+                outcome = self._finished_elsewhere(record)
+            else:
+                outcome = self._transfer_held(record)
+            return outcome
         finally:
-            self.journal.release(record.id)
+            finished = outcome is not None and outcome.status == "completed"
+            self.journal.release(record.id, finished=finished)
+
+    def _finished_elsewhere(self, record: UploadRecord) -> Outcome:
+        message = f"{record.status} by another cloudput process"
+        if record.status in ("completed", "skipped"):
+            return Outcome(
+                record.source_path, record.uri, record.status, record, message=message
+            )
+        error = UsageError(
+            f"upload {record.id} was {message}",
+            hint="run `cloudput upload` again to start a fresh upload",
+        )
+        return Outcome(
+            record.source_path, record.uri, "failed", record, error, error.exit_code
+        )
 
     def _transfer_held(self, record: UploadRecord) -> Outcome:
         try:

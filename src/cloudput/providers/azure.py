@@ -735,12 +735,16 @@ class AzureProvider:
     def put_single(
         self, spec: ObjectSpec, body: Body, digest: Digest | None
     ) -> Verified:
-        """One Put Blob carrying x-ms-blob-content-md5, which the service checks."""
+        """One Put Blob carrying x-ms-blob-content-md5, which the service checks.
+
+        Its answer carries the MD5 the service computed over the bytes it stored:
+        equal to the file's, it is the proof and no Get Blob Properties is needed.
+        """
         md5 = digest.value_b64 if digest and digest.algorithm == "md5" else None
         tier = blob_tier(spec.storage_class)
         try:
             with body.open() as reader:
-                self._blob(spec.target).upload_blob(
+                answer = self._blob(spec.target).upload_blob(
                     reader,
                     length=body.size_bytes,
                     overwrite=True,
@@ -753,6 +757,17 @@ class AzureProvider:
                 )
         except AzureError as exc:
             _raise(exc, "uploading", spec.target)
+        stored_md5 = _b64(answer.get("content_md5"))
+        if md5 and stored_md5 == md5:
+            etag = answer.get("etag")
+            remote = RemoteObject(
+                size_bytes=body.size_bytes,
+                etag=str(etag) if etag else None,
+                checksums={"md5": md5},
+                metadata=dict(spec.metadata),
+                content_type=spec.content_type,
+            )
+            return Verified(remote, "md5", md5, "md5")
         whole = (Digest("md5", md5),) if md5 else ()
         expected = Expected(body.size_bytes, whole=whole)
         return self._verified(spec, expected, verified="md5" if md5 else "size")

@@ -15,6 +15,7 @@ import re
 import threading
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
@@ -271,6 +272,11 @@ class S3Provider:
             self.endpoint_url = self._client.meta.endpoint_url
             self._client.close()
             self._client = self._build_client(session)
+        if _is_aws_host(self._client.meta.endpoint_url):
+            # AWS checks a CRC32C against the bytes it receives, and it costs a
+            # twentieth of an MD5; servers that do not check one (moto, some
+            # S3-compatible ones) keep MD5, whose ETag proves what they stored.
+            self.limits = replace(S3_LIMITS, default_checksum="crc32c")
         self._credentials_seen = _frozen_credentials(session)
 
     # -- the client ----------------------------------------------------------------
@@ -279,7 +285,12 @@ class S3Provider:
         style = self.settings.addressing_style
         if style is None and self.endpoint_url:
             style = "path"  # S3-compatible servers rarely resolve bucket subdomains
-        s3_options = {"addressing_style": style} if style else {}
+        # No SHA-256 of every body for SigV4 (botocore signs the payload on plain
+        # http otherwise): each part and object carries Content-MD5 or a CRC32C that
+        # the server checks, and the signature still covers those headers.
+        s3_options: dict[str, Any] = {"payload_signing_enabled": False}
+        if style:
+            s3_options["addressing_style"] = style
         config = Config(
             region_name=self.region,
             signature_version="s3v4",
@@ -664,12 +675,14 @@ class S3Provider:
     def put_single(
         self, spec: ObjectSpec, body: Body, digest: Digest | None
     ) -> Verified:
-        """PutObject streamed from ``body``, then HeadObject to confirm it."""
+        """PutObject streamed from ``body``, confirmed by its own answer when that
+        proves the bytes (an MD5-based ETag equal to the body's MD5, or the CRC32C
+        sent echoed back), else by a HeadObject."""
         params = self._object_params(spec)
         params.update(_digest_params(digest))
         reader = body.open()
         try:
-            self._call(
+            answer = self._call(
                 "put_object",
                 f"PutObject of {spec.target.uri}",
                 Body=reader,
@@ -678,6 +691,9 @@ class S3Provider:
             )
         finally:
             reader.close()
+        proven = _proven_by_put_answer(body.size_bytes, digest, answer)
+        if proven is not None:
+            return proven
         response = self._head_raw(spec.target, self._customer_key_for(spec))
         if response is None:
             raise IntegrityError(
@@ -1078,6 +1094,39 @@ def _judge_etag(
     digest_hex, _, count = wanted.partition("-")
     value = f"{checksums.hex_to_b64(digest_hex)}-{count}"
     return Verified(remote, algorithm, value, "part-etags"), None
+
+
+def _proven_by_put_answer(
+    size_bytes: int, digest: Digest | None, answer: Mapping[str, Any]
+) -> Verified | None:
+    """The PutObject answer as proof of the stored bytes, or None to ask HeadObject.
+
+    An MD5-based ETag is the MD5 of the bytes the server stored (moto and S3 alike),
+    so an ETag equal to the body's MD5 proves them, size included; a differing one is
+    a body corrupted in transit. A CRC32C is proof where the server checks it (S3);
+    the answer echoes it. SSE-KMS/SSE-C ETags and uploads without a checksum prove
+    nothing and get a HeadObject.
+    """
+    if digest is None:
+        return None
+    remote = replace(_remote_object(answer), size_bytes=size_bytes)
+    if digest.algorithm == "crc32c":
+        if remote.checksums.get("crc32c") == digest.value_b64:
+            return Verified(remote, "crc32c", digest.value_b64, "crc32c")
+        return None
+    if not _is_etag_md5_based(answer) or remote.etag is None:
+        return None
+    shown = remote.etag.strip('"')
+    wanted = base64.b64decode(digest.value_b64).hex()
+    if not _MD5_HEX.match(shown):
+        return None
+    if shown != wanted:
+        raise BadDigestError(
+            f"S3 stored a body with MD5 {shown}, the file's is {wanted} "
+            "(corrupted in transit)",
+            hint="the file is sent again",
+        )
+    return Verified(remote, "md5", digest.value_b64, "md5")
 
 
 def _judge_single(
