@@ -930,6 +930,8 @@ def main(argv: list[str]) -> int:
     env = cloudput_env(root, pyc_cache=not args.no_pyc_cache)
     command = cloudput_command(args.cloudput)
     print(f"command: {shlex.join(command)} resume UPLOAD_ID --journal J --json")
+    state = source_state()
+    print(f"cloudput: commit {state['commit']}, src/ changed: {state['src_changed']}")
     failed = False
     try:
         with StandInServer() as server:
@@ -992,6 +994,7 @@ def main(argv: list[str]) -> int:
                 "target_first_part_s": TARGET_S,
                 "checksum": args.checksum,
                 "missing_parts": args.missing,
+                "cloudput": source_state(),
                 "machine": {
                     "cores": os.cpu_count(),
                     "loadavg": os.getloadavg(),
@@ -1004,6 +1007,24 @@ def main(argv: list[str]) -> int:
         )
     )
     return 1 if failed else 0
+
+
+def source_state() -> dict[str, Any]:
+    """The checkout's commit and the files under src/ that differ from it."""
+
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(
+                ["git", *args], cwd=REPO_ROOT, capture_output=True, text=True
+            ).stdout.strip()
+        except OSError:
+            return ""
+
+    changed = git("status", "--porcelain", "--", "src")
+    return {
+        "commit": git("rev-parse", "HEAD") or None,
+        "src_changed": [line[3:] for line in changed.splitlines()],
+    }
 
 
 def profile(
@@ -1023,6 +1044,15 @@ def profile(
     failed = False
     for case in cases:
         output = folder / f"resume-{case.planned_parts}.txt"
+        # An unprofiled run first, so imports come from a warm bytecode cache.
+        measure(
+            case,
+            server,
+            root / f"py-spy-warm-{case.planned_parts}",
+            env,
+            held_etag,
+            command,
+        )
         wrap = [str(spy) if spy.exists() else "py-spy", "record"]
         wrap += ["--rate", str(PY_SPY_RATE)]
         wrap += ["--format", "raw", "--output", str(output), "--"]

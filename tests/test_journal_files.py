@@ -85,3 +85,28 @@ def test_journal_locked_by_another_program_is_not_called_corrupt(tmp_path, monke
     assert "locked" in str(caught.value)
     assert "corrupt" not in str(caught.value)
     assert caught.value.exit_code == 9
+
+
+def test_a_tree_leaves_few_lock_files_and_none_for_finished_uploads(
+    s3, clean_env, monkeypatch, tmp_path
+):
+    """Hold files of completed uploads go; key locks are a bounded set of stripes,
+    so a cron job over a large tree does not fill the journal's folder."""
+    for name, value in s3.env.items():
+        monkeypatch.setenv(name, value)
+    tree = tmp_path / "tree"
+    for number in range(40):
+        (tree / f"d{number % 4}").mkdir(parents=True, exist_ok=True)
+        (tree / f"d{number % 4}" / f"f{number}.txt").write_text(str(number))
+
+    result = run_cli(["upload", tree, s3.uri("t/"), "--json"])
+
+    assert result.code == 0, result.stderr
+    ids = {line["id"] for line in result.json_lines()}
+    assert len(ids) == 40
+    locks = {
+        path.name for path in (clean_env.parent / (clean_env.name + ".locks")).iterdir()
+    }
+    assert not {f"{upload_id}.lock" for upload_id in ids} & locks
+    key_locks = {name for name in locks if name.startswith("key-")}
+    assert key_locks and all(len(name) == len("key-ab.lock") for name in key_locks)

@@ -262,6 +262,36 @@ def test_put_single_sends_a_generation_precondition(
     assert gcs.read("pre.bin") == b"hello"
 
 
+def test_put_single_right_after_head_does_not_look_the_key_up_again(
+    provider: GcsProvider, gcs: Backend
+) -> None:
+    gcs.put("seen.bin", b"old")
+    old = provider.head(Target("gcs", gcs.bucket, "seen.bin"))
+    seen = record_requests(provider)
+
+    provider.put_single(
+        spec_for(gcs, "seen.bin", 5), BytesBody(b"hello"), digest_of(b"hello", "crc32c")
+    )
+
+    assert [request.method for request in seen] == ["POST"]
+    query = parse_qs(urlsplit(seen[0].url or "").query)
+    assert old is not None and query["ifGenerationMatch"] == [old.generation]
+
+
+def test_a_generation_seen_by_head_serves_one_upload_only(
+    provider: GcsProvider, gcs: Backend
+) -> None:
+    target = Target("gcs", gcs.bucket, "once.bin")
+    assert provider.head(target) is None
+    provider.put_single(spec_for(gcs, "once.bin", 5), BytesBody(b"hello"), None)
+    seen = record_requests(provider)
+
+    provider.put_single(spec_for(gcs, "once.bin", 5), BytesBody(b"again"), None)
+
+    assert [request.method for request in seen] == ["GET", "POST"]
+    assert gcs.read("once.bin") == b"again"
+
+
 def test_put_single_of_a_new_key_requires_generation_zero(
     provider: GcsProvider, gcs: Backend
 ) -> None:

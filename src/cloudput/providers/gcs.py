@@ -13,6 +13,7 @@ import re
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -77,6 +78,9 @@ MAX_SIGNED_URL_TTL_S = 7 * 24 * 3600
 # Rounds of "the service persisted fewer bytes than sent" that send_part follows before
 # it gives the engine a TransientError; each round must make progress.
 MAX_SHORT_PERSIST_ROUNDS = 8
+#: Keys whose generation head() remembers for the next single upload, and how long.
+SEEN_GENERATIONS_KEPT = 4096
+SEEN_GENERATION_TTL_S = 300.0
 
 GCS_ENDPOINT = "https://storage.googleapis.com"
 STORAGE_SCOPE = "https://www.googleapis.com/auth/devstorage.read_write"
@@ -294,6 +298,9 @@ class GcsProvider:
         self._credentials: Credentials | None = None
         self._sessions: dict[str, _SessionState] = {}
         self._single_priors: dict[tuple[str, str, str], str] = {}
+        # Generations seen by head() ("0": no object), with when, so that a single
+        # upload right after a --skip-existing lookup does not look the key up again.
+        self._seen: OrderedDict[tuple[str, str], tuple[float, str]] = OrderedDict()
 
     def endpoint(self) -> str:
         """The base URL requests go to (for ``doctor``)."""
@@ -372,7 +379,20 @@ class GcsProvider:
 
     def head(self, target: Target) -> RemoteObject | None:
         resource = self._get_resource(target)
+        generation = "0" if resource is None else str(resource.get("generation", "0"))
+        with self._lock:
+            self._seen[(target.bucket, target.key)] = (time.monotonic(), generation)
+            while len(self._seen) > SEEN_GENERATIONS_KEPT:
+                self._seen.popitem(last=False)
         return None if resource is None else remote_object(resource)
+
+    def _recently_seen(self, target: Target) -> str | None:
+        """The generation head() saw at this key in the last SEEN_GENERATION_TTL_S."""
+        with self._lock:
+            seen = self._seen.pop((target.bucket, target.key), None)
+        if seen is None or time.monotonic() - seen[0] > SEEN_GENERATION_TTL_S:
+            return None
+        return seen[1]
 
     def storage_url(self, target: Target) -> str:
         return f"{GCS_ENDPOINT}/{target.bucket}/{quote(target.key, safe='/~')}"
@@ -606,7 +626,7 @@ class GcsProvider:
         """One multipart/related request, with ifGenerationMatch on the generation seen
         before the first attempt ("0": none), so a retry never makes a second one."""
         memo = (spec.target.bucket, spec.target.key, spec.upload_id)
-        prior = self._single_priors.get(memo)
+        prior = self._single_priors.get(memo) or self._recently_seen(spec.target)
         if prior is None:
             resource = self._get_resource(spec.target)
             prior = "0" if resource is None else str(resource.get("generation", "0"))
