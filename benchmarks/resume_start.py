@@ -1016,13 +1016,13 @@ def source_state() -> dict[str, Any]:
         try:
             return subprocess.run(
                 ["git", *args], cwd=REPO_ROOT, capture_output=True, text=True
-            ).stdout.strip()
+            ).stdout
         except OSError:
             return ""
 
     changed = git("status", "--porcelain", "--", "src")
     return {
-        "commit": git("rev-parse", "HEAD") or None,
+        "commit": git("rev-parse", "HEAD").strip() or None,
         "src_changed": [line[3:] for line in changed.splitlines()],
     }
 
