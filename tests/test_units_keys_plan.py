@@ -308,17 +308,20 @@ def test_journal_round_trips_records_and_parts(tmp_path: Path) -> None:
     assert [(p.number, p.etag) for p in parts] == [(1, "e1"), (2, '"e2"')]
 
 
-def test_journal_forget_parts_keeps_what_is_asked(tmp_path: Path) -> None:
+def test_journal_forget_parts_drops_those_named_or_all(tmp_path: Path) -> None:
     journal = Journal.open(tmp_path / "journal.db")
     journal.add(_record())
-    for number in (1, 2, 3):
+    for number in (1, 2, 3, 4):
         journal.record_part(
             "0123456789ab", PartRow("0123456789ab", number, 0, 5, "e", None, "")
         )
 
-    journal.forget_parts("0123456789ab", keep={2})
+    journal.forget_parts("0123456789ab", {1, 3})
+    left = [p.number for p in journal.parts("0123456789ab")]
+    journal.forget_parts("0123456789ab")
 
-    assert [p.number for p in journal.parts("0123456789ab")] == [2]
+    assert left == [2, 4]
+    assert journal.parts("0123456789ab") == []
     journal.close()
 
 

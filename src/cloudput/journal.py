@@ -15,16 +15,17 @@ import os
 import secrets
 import sqlite3
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import astuple, dataclass, field, fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
-
-import sqlite_utils
+from typing import TYPE_CHECKING, Any
 
 from cloudput.errors import JournalError, UsageError
+
+if TYPE_CHECKING:
+    import sqlite_utils
 
 log = logging.getLogger(__name__)
 
@@ -173,9 +174,8 @@ class Journal:
         self._holds: dict[str, int] = {}
         with _opening(path):
             self._conn = _connect(path)
-            self.db = sqlite_utils.Database(self._conn)
             with self._guard():
-                _migrate(self.db)
+                _migrate(self._conn)
 
     @classmethod
     def open(cls, path: str | os.PathLike[str]) -> Journal:
@@ -237,12 +237,10 @@ class Journal:
 
     def find(self, status: str | None = None) -> list[UploadRecord]:
         """Records, oldest first, optionally with one status."""
-        where, args = ("status = ?", [status]) if status else (None, [])
+        where, args = ("WHERE status = ?", [status]) if status else ("", [])
         with self._guard():
-            rows = list(
-                self.db.table("uploads").rows_where(
-                    where, args, order_by="initiated_at, rowid"
-                )
+            rows = self._select(
+                f"SELECT * FROM uploads {where} ORDER BY initiated_at, rowid", args
             )
         return [_from_row(row) for row in rows]
 
@@ -305,15 +303,20 @@ class Journal:
             )
         return [PartRow(**row) for row in rows]
 
-    def forget_parts(self, upload_id: str, keep: set[int] | None = None) -> None:
-        """Drop part rows (all, or all but ``keep``): the provider no longer holds them."""
+    def forget_parts(
+        self, upload_id: str, numbers: Iterable[int] | None = None
+    ) -> None:
+        """Drop part rows (all, or those ``numbers``): the provider no longer holds them."""
         with self._guard(), self._transaction():
-            for row in self.parts(upload_id):
-                if keep is None or row.number not in keep:
-                    self._conn.execute(
-                        "DELETE FROM parts WHERE upload_id = ? AND number = ?",
-                        (upload_id, row.number),
-                    )
+            if numbers is None:
+                self._conn.execute(
+                    "DELETE FROM parts WHERE upload_id = ?", (upload_id,)
+                )
+                return
+            self._conn.executemany(
+                "DELETE FROM parts WHERE upload_id = ? AND number = ?",
+                [(upload_id, number) for number in numbers],
+            )
 
     def mark_completed(
         self, upload_id: str, attachment: Attachment, **changes: Any
@@ -327,8 +330,8 @@ class Journal:
 
     def attachments(self) -> list[Attachment]:
         with self._guard():
-            rows = self.db.table("attachments").rows_where(order_by="rowid")
-            return [Attachment(**row) for row in rows]
+            rows = self._select("SELECT * FROM attachments ORDER BY rowid", [])
+        return [Attachment(**row) for row in rows]
 
     def hold(self, upload_id: str) -> bool:
         """Take the upload for this process; False if a live process holds it.
@@ -450,7 +453,26 @@ def _journal_error(path: Path, exc: sqlite3.DatabaseError) -> JournalError:
     )
 
 
-def _migrate(db: sqlite_utils.Database) -> None:
+def _schema_version(conn: sqlite3.Connection) -> int | None:
+    """The journal's schema version; None for a file without the meta table."""
+    try:
+        row = conn.execute(
+            "SELECT value FROM meta WHERE key = 'schema_version'"
+        ).fetchone()
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            return None
+        raise
+    return int(row[0]) if row else 0
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Create or bring the schema up to date (sqlite-utils, imported only then)."""
+    if _schema_version(conn) == SCHEMA_VERSION:
+        return
+    import sqlite_utils
+
+    db = sqlite_utils.Database(conn)
     meta = db.table("meta")
     if not meta.exists():
         meta.create({"key": str, "value": str}, pk="key")

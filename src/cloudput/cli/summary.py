@@ -32,7 +32,7 @@ class RunSummary:
             self.statuses["completed"] -= 1
             self.statuses["already completed"] += 1
         elif outcome.status == "completed":
-            self.bytes_uploaded += size_bytes
+            self.bytes_uploaded += outcome.sent_bytes
         elif outcome.status == "skipped":
             self.bytes_skipped += size_bytes
         elif outcome.status != "held":

@@ -15,9 +15,6 @@ from email.utils import parsedate_to_datetime
 from importlib import metadata
 from pathlib import Path
 
-import requests
-from packaging.requirements import Requirement
-
 from cloudput.errors import (
     EXIT_CONFIG,
     EXIT_OK,
@@ -85,6 +82,8 @@ def is_configured(provider: str) -> bool:
 
 def check_sdks(provider: str) -> list[Check]:
     """Installed SDK versions against the ranges cloudput pins."""
+    from packaging.requirements import Requirement  # only doctor needs it
+
     wanted = {
         Requirement(text).name.lower(): Requirement(text)
         for text in metadata.requires("cloudput") or []
@@ -124,6 +123,8 @@ def check_endpoint(
     provider: str, endpoint: str, clock: Callable[[], float] = time.time
 ) -> list[Check]:
     """Does the endpoint answer, and how far is our clock from its Date header?"""
+    import requests  # only doctor needs it; imported here to keep start-up short
+
     try:
         response = requests.head(
             endpoint, timeout=PROBE_TIMEOUT_S, allow_redirects=False

@@ -123,6 +123,7 @@ class Outcome:
     error: CloudputError | None = None
     exit_code: int = EXIT_OK
     message: str | None = None
+    sent_bytes: int = 0  # bytes this run sent (a resume sends only what was missing)
 
 
 class StopSignal:
@@ -216,6 +217,8 @@ class Engine:
         self._parts = ThreadPoolExecutor(options.concurrency, thread_name_prefix="part")
         self._deadline_timer: threading.Timer | None = None
         self.unstarted = 0  # items never begun because the run was stopped
+        # Bytes the provider already held when an upload (re)started in this run.
+        self._held_bytes: dict[str, int] = {}
 
     def close(self) -> None:
         if self._deadline_timer:
@@ -607,6 +610,7 @@ class Engine:
         finally:
             finished = outcome is not None and outcome.status == "completed"
             self.journal.release(record.id, finished=finished)
+            self._held_bytes.pop(record.id, None)
 
     def _finished_elsewhere(self, record: UploadRecord) -> Outcome:
         message = f"{record.status} by another cloudput process"
@@ -726,8 +730,13 @@ class Engine:
         )
         self.subscriber.upload_finished(record.id, "completed")
         log.info("upload %s completed: %s", record.id, record.uri)
+        held_bytes = self._held_bytes.pop(record.id, 0)
         return Outcome(
-            record.source_path, record.uri, "completed", self.journal.get(record.id)
+            record.source_path,
+            record.uri,
+            "completed",
+            self.journal.get(record.id),
+            sent_bytes=record.size_bytes - held_bytes,
         )
 
     def _send(self, record: UploadRecord) -> Verified:
@@ -877,7 +886,9 @@ class Engine:
     ) -> dict[int, Receipt]:
         """Make the journal agree with what the provider holds; the provider wins."""
         journaled = {row.number: row for row in self.journal.parts(record.id)}
-        self.journal.forget_parts(record.id, keep=set(held))
+        gone = set(journaled) - set(held)
+        if gone:
+            self.journal.forget_parts(record.id, gone)
         merged: dict[int, Receipt] = {}
         for number, receipt in held.items():
             row = journaled.get(number)
@@ -917,6 +928,7 @@ class Engine:
         record = self.journal.get(record.id)
         missing = [part for part in self._plan_parts(record) if part.number not in held]
         held_bytes = sum(r.size_bytes for r in held.values())
+        self._held_bytes[record.id] = held_bytes
         self.subscriber.upload_started(
             record.id, record.uri, record.size_bytes, held_bytes
         )
