@@ -820,3 +820,13 @@ def test_a_part_is_streamed_not_read_whole(provider: S3Provider, s3: Backend) ->
 
     assert s3.read("streamed.bin") == data
     assert 0 < body.largest_read <= LARGEST_STREAM_READ_BYTES
+
+
+def test_timestamps_are_parsed_fast_and_http_dates_still_work() -> None:
+    from datetime import datetime, timezone
+
+    from cloudput.providers.s3 import _parse_timestamp
+
+    when = datetime(2026, 12, 3, 19, 21, 12, tzinfo=timezone.utc)
+    assert _parse_timestamp("2026-12-03T19:21:12.000Z") == when
+    assert _parse_timestamp("Thu, 03 Dec 2026 19:21:12 GMT") == when
