@@ -16,7 +16,7 @@ import re
 import stat
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 from cloudput.errors import SourceChangedError, SourceError, UsageError
 from cloudput.keys import Target, check_key, key_from_relative_path
@@ -368,6 +368,7 @@ class SourceReader:
     def __init__(self, path: str, expected: Fingerprint):
         self.path = path
         self.expected = expected
+        self._unchecked_bytes = 0  # read since the last stat (approximate: threads)
         try:
             self._fd = os.open(path, os.O_RDONLY)
         except OSError as exc:
@@ -398,8 +399,17 @@ class SourceReader:
             remaining -= len(chunk)
             position += len(chunk)
         data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        self.check_unchanged()
+        self._unchecked_bytes += size_bytes
+        if self._unchecked_bytes >= CHECK_EVERY_BYTES:
+            self._unchecked_bytes = 0
+            self.check_unchanged()
         return data
+
+    def check_rest(self) -> None:
+        """``check_unchanged`` unless nothing was read since the last check."""
+        if self._unchecked_bytes:
+            self._unchecked_bytes = 0
+            self.check_unchanged()
 
     def check_unchanged(self) -> None:
         """Raise ``SourceChangedError`` if size, mtime or inode moved since journaled."""
@@ -418,10 +428,11 @@ class SourceReader:
             )
 
 
-# One read of a range body: the BufferedReader's buffer, and the most a raw read
-# takes at once, so a part is never copied whole and the source is checked for
-# changes (one stat) once per MiB read.
+#: The most one read of a range body returns, so a part is never copied whole.
 RANGE_READ_BYTES = 1024 * 1024
+#: The source is stat'ed for changes once per this many bytes read, and when a body
+#: has been read to its end.
+CHECK_EVERY_BYTES = 1024 * 1024
 
 
 class RangeBody:
@@ -433,8 +444,10 @@ class RangeBody:
         self.size_bytes = size_bytes
 
     def open(self) -> BinaryIO:
-        raw = _RangeFile(self._reader, self._offset, self.size_bytes)
-        return io.BufferedReader(raw, buffer_size=RANGE_READ_BYTES)
+        """A file-like view whose reads go straight to ``pread`` (no buffer between:
+        each byte is copied once, from the page cache into the bytes the HTTP
+        client sends)."""
+        return cast(BinaryIO, _RangeFile(self._reader, self._offset, self.size_bytes))
 
 
 class _RangeFile(io.RawIOBase):
@@ -462,19 +475,27 @@ class _RangeFile(io.RawIOBase):
         self._position = max(0, min(self._size, base + position))
         return self._position
 
-    def readall(self) -> bytes:
-        """The rest in reads of ``RANGE_READ_BYTES`` (the default reads 8 KiB at a
-        time, each one a stat of the source)."""
+    def read(self, size: int | None = -1) -> bytes:
+        """``size`` bytes, fewer only at the end (the rest when ``size`` is -1 or
+        None), from the source in reads of at most ``RANGE_READ_BYTES``; a read of
+        up to that size is one ``pread`` and no further copy."""
+        if size is None or size < 0:
+            size = self._size - self._position
         chunks = []
-        while chunk := self.read(RANGE_READ_BYTES):
-            chunks.append(chunk)
-        return b"".join(chunks)
+        wanted = min(size, self._size - self._position)
+        while wanted > 0:
+            count = min(wanted, RANGE_READ_BYTES)
+            chunks.append(self._reader.read(self._offset + self._position, count))
+            self._position += count
+            wanted -= count
+        if self._position == self._size:
+            self._reader.check_rest()  # a body ends only on an unchanged source
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    def readall(self) -> bytes:
+        return self.read(-1)
 
     def readinto(self, buffer: Any) -> int:
-        count = min(len(buffer), self._size - self._position, RANGE_READ_BYTES)
-        if count <= 0:
-            return 0
-        data = self._reader.read(self._offset + self._position, count)
-        buffer[:count] = data
-        self._position += count
-        return count
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
