@@ -4,6 +4,8 @@ aborted; completed objects and uploads held by a live process are never touched.
 from __future__ import annotations
 
 import signal
+import time
+from datetime import datetime, timezone
 
 from tests.faultproxy import FaultProxy, Match
 from tests.helpers import (
@@ -43,6 +45,9 @@ def interrupted_upload(backend, tmp_path, proxy, key: str = "p/big.bin") -> dict
         env,
     )
     kill_after_parts(process, 1)
+    # `--older-than 1s` below: let the upload be older than that, however fast it began.
+    started = datetime.fromisoformat(only_record().initiated_at)
+    time.sleep(max(0.0, 1.5 - (datetime.now(timezone.utc) - started).total_seconds()))
     return env
 
 

@@ -20,7 +20,7 @@ import pytest
 
 from cloudput.units import format_size
 from tests.backends import DUMMY_AWS_ENV, Backend
-from tests.faultproxy import FaultProxy, Match, RecordedRequest
+from tests.faultproxy import FaultProxy
 from tests.helpers import (
     FAST_RETRY_ENV,
     MIB,
@@ -34,16 +34,18 @@ from tests.helpers import (
     start_cloudput,
     write_random,
 )
+from tests.s3_wire import (
+    COMPLETE,
+    UPLOAD_PART,
+    numbers_sent,
+    part_match,
+    part_number,
+)
 
 PART = 5 * MIB
 #: How long the proxy holds each UploadPart answer where a kill must land mid-upload.
 PART_DELAY_S = 0.3
 
-UPLOAD_PART = Match(method="PUT", query={"partNumber": None, "uploadId": None})
-CREATE = Match(method="POST", query={"uploads": None})
-COMPLETE = Match(method="POST", query={"uploadId": None})
-LIST_PARTS = Match(method="GET", query={"uploadId": None})
-PUT_OBJECT = Match(method="PUT", where=lambda head: "partNumber" not in head.query)
 
 CONTRACT_FIELDS = {
     "id", "name", "source", "mimeType", "size", "url", "storage_url", "uri",
@@ -68,18 +70,6 @@ def proxy(s3: Backend, monkeypatch: pytest.MonkeyPatch) -> Iterator[FaultProxy]:
         for name, value in {**s3.routed_through(running.url), **FAST_RETRY_ENV}.items():
             monkeypatch.setenv(name, value)
         yield running
-
-
-def part_number(request: RecordedRequest) -> int:
-    return int(request.query["partNumber"])
-
-
-def numbers_sent(proxy: FaultProxy) -> list[int]:
-    return sorted(part_number(r) for r in proxy.matching(UPLOAD_PART))
-
-
-def part_match(number: int) -> Match:
-    return Match(method="PUT", query={"partNumber": str(number), "uploadId": None})
 
 
 def make_interrupted(path: Path, proxy: FaultProxy, s3: Backend, key: str) -> str:

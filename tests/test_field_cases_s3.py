@@ -32,16 +32,20 @@ from tests.helpers import (
     wait_until,
     write_random,
 )
+from tests.s3_wire import (
+    COMPLETE,
+    CREATE,
+    LIST_PARTS,
+    PUT_OBJECT,
+    UPLOAD_PART,
+    numbers_sent,
+    part_match,
+)
 
 PART = 5 * MIB
 MAX_PARTS = 10_000
 EMPTY_MD5 = "d41d8cd98f00b204e9800998ecf8427e"
 
-UPLOAD_PART = Match(method="PUT", query={"partNumber": None, "uploadId": None})
-CREATE = Match(method="POST", query={"uploads": None})
-COMPLETE = Match(method="POST", query={"uploadId": None})
-LIST_PARTS = Match(method="GET", query={"uploadId": None})
-PUT_OBJECT = Match(method="PUT", where=lambda head: "partNumber" not in head.query)
 
 INTERNAL_ERROR_BODY = (
     b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>InternalError</Code>'
@@ -61,14 +65,6 @@ def proxy(s3: Backend, monkeypatch: pytest.MonkeyPatch) -> Iterator[FaultProxy]:
         for name, value in {**s3.routed_through(running.url), **FAST_RETRY_ENV}.items():
             monkeypatch.setenv(name, value)
         yield running
-
-
-def part_match(number: int) -> Match:
-    return Match(method="PUT", query={"partNumber": str(number), "uploadId": None})
-
-
-def numbers_sent(proxy: FaultProxy) -> list[int]:
-    return sorted(int(r.query["partNumber"]) for r in proxy.matching(UPLOAD_PART))
 
 
 def keep_bodies(proxy: FaultProxy, match: Match) -> list[bytes]:
