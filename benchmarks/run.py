@@ -288,6 +288,7 @@ def curl_command(ctx: Context) -> list[str]:
 
 ToolTable = dict[str, Callable[[Context], list[str]]]
 
+
 def cloudput_crc32c_command(ctx: Context) -> list[str]:
     """cloudput as it runs against AWS itself, where --checksum auto is crc32c; moto
     is a custom endpoint, where auto means md5 (docs/providers/s3.md)."""
