@@ -29,7 +29,7 @@ from cloudput.providers.base import Provider
 MAX_CLOCK_SKEW_S = 300.0
 PROBE_TIMEOUT_S = 10.0
 SDKS = {
-    "s3": ("boto3", "botocore"),
+    "s3": ("botocore",),
     "gcs": ("google-cloud-storage", "google-auth", "google-crc32c"),
     "azure": ("azure-storage-blob",),
 }

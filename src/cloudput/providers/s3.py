@@ -1,4 +1,4 @@
-"""Amazon S3 and S3-compatible servers behind the provider contract, through boto3.
+"""Amazon S3 and S3-compatible servers behind the provider contract, through botocore.
 
 Owns every S3 request and the translation of S3 failures into cloudput errors. It never
 retries on its own (the engine does) and never puts credentials or signed URLs in a
@@ -20,7 +20,6 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
-import boto3
 import botocore.session
 from botocore.client import BaseClient
 from botocore.config import Config
@@ -264,7 +263,7 @@ class S3Provider:
         self.region = (
             settings.region
             or os.environ.get("AWS_REGION")
-            or session.region_name
+            or session.get_config_variable("region")
             or S3_DEFAULT_REGION
         )
         self._client = self._build_client(session)
@@ -284,7 +283,7 @@ class S3Provider:
 
     # -- the client ----------------------------------------------------------------
 
-    def _build_client(self, session: boto3.session.Session) -> BaseClient:
+    def _build_client(self, session: botocore.session.Session) -> BaseClient:
         style = self.settings.addressing_style
         if style is None and self.endpoint_url:
             style = "path"  # S3-compatible servers rarely resolve bucket subdomains
@@ -308,7 +307,7 @@ class S3Provider:
         # None, not True, lets botocore honour AWS_CA_BUNDLE and the profile's
         # ca_bundle; the proxy variables (HTTPS_PROXY, NO_PROXY) are botocore's too.
         verify = None if self.settings.verify_ssl is True else self.settings.verify_ssl
-        return session.client(
+        return session.create_client(
             "s3", endpoint_url=self.endpoint_url, verify=verify, config=config
         )
 
@@ -870,8 +869,11 @@ def _configured_endpoint(settings: ProviderSettings) -> str | None:
     )
 
 
-def _new_session() -> boto3.session.Session:
-    """A boto3 session whose responses parse timestamps with ``fromisoformat``.
+def _new_session() -> botocore.session.Session:
+    """A botocore session whose responses parse timestamps with ``fromisoformat``.
+
+    botocore, not boto3: boto3 adds nothing cloudput uses (resources, the transfer
+    manager) and importing it costs about a tenth of a second at every start.
 
     botocore's default parser goes through dateutil (about 70 us a date): ListParts of
     a 10,000-part upload spent most of its client time there. ISO 8601 dates (XML
@@ -881,7 +883,7 @@ def _new_session() -> boto3.session.Session:
     core.get_component("response_parser_factory").set_parser_defaults(
         timestamp_parser=_parse_timestamp
     )
-    return boto3.session.Session(botocore_session=core)
+    return core
 
 
 def _parse_timestamp(value: Any) -> datetime:
@@ -902,7 +904,7 @@ def _is_aws_host(url: str) -> bool:
 
 
 def _frozen_credentials(
-    session: boto3.session.Session,
+    session: botocore.session.Session,
 ) -> tuple[str, str, str | None] | None:
     """The current key, secret and token, kept only to notice that they changed."""
     credentials = session.get_credentials()
