@@ -9,7 +9,7 @@ import base64
 import hashlib
 from collections.abc import Iterable
 
-import google_crc32c
+import crc32c
 
 from cloudput.providers.base import Digest
 
@@ -37,14 +37,17 @@ class RunningDigest:
             raise ValueError(f"unknown checksum algorithm {algorithm!r}")
         self.algorithm = algorithm
         self._md5 = hashlib.md5(usedforsecurity=False) if algorithm == "md5" else None
-        self._crc = google_crc32c.Checksum() if algorithm == "crc32c" else None
+        # The crc32c package, not google-crc32c: it takes any buffer (a memoryview of
+        # a reused part buffer) where google-crc32c wants bytes, which would cost a
+        # copy of every part; and it releases the GIL on large buffers.
+        self._crc = crc32c.CRC32CHash() if algorithm == "crc32c" else None
 
     def update(self, data: bytes | memoryview) -> None:
         if self._md5 is not None:
             self._md5.update(data)
         else:
             assert self._crc is not None
-            self._crc.update(bytes(data) if isinstance(data, memoryview) else data)
+            self._crc.update(data)
 
     def raw(self) -> bytes:
         if self._md5 is not None:

@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -28,8 +29,10 @@ from cloudput.engine.existing import WHOLE_MD5_METADATA, LocalDigests, compare
 from cloudput.engine.plan import DEFAULT_MULTIPART_THRESHOLD_BYTES, make_plan
 from cloudput.engine.policy import Policy
 from cloudput.engine.sources import (
+    BufferBody,
     Fingerprint,
     Job,
+    PartBuffers,
     RangeBody,
     SourceReader,
     fingerprint,
@@ -60,6 +63,7 @@ from cloudput.journal import (
 )
 from cloudput.keys import Target
 from cloudput.providers.base import (
+    Body,
     Digest,
     Expected,
     ObjectSpec,
@@ -75,6 +79,11 @@ T = TypeVar("T")
 # Parts are hashed and sent in reads of at most 1 MiB, so a part in flight costs a
 # read buffer, not its size (CONTRACT.md, "Promises": peak memory bound).
 HASH_READ_BYTES = 1024 * 1024
+#: A part (or a single-request body) up to this size is read once into a reused
+#: buffer, hashed there and sent from it: one copy of its bytes, and what is sent is
+#: exactly what was hashed. Larger ones are streamed from the file (read twice: hash,
+#: then send), so memory stays bounded by concurrency x this size.
+BUFFERED_MAX_BYTES = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -215,6 +224,7 @@ class Engine:
         self._sleep: Callable[[float], Any] = sleep or self.stop.wait
         self._budget = threading.BoundedSemaphore(options.concurrency)
         self._parts = ThreadPoolExecutor(options.concurrency, thread_name_prefix="part")
+        self._buffers = PartBuffers()  # taken only under the budget
         self._deadline_timer: threading.Timer | None = None
         self.unstarted = 0  # items never begun because the run was stopped
         # Bytes the provider already held when an upload (re)started in this run.
@@ -757,61 +767,86 @@ class Engine:
         self, record: UploadRecord, provider: Provider, reader: SourceReader
     ) -> Verified:
         self.subscriber.upload_started(record.id, record.uri, record.size_bytes, 0)
-        digest, whole_md5 = self._single_digests(record, reader)
-        if whole_md5 and record.metadata.get(WHOLE_MD5_METADATA) != whole_md5:
-            metadata = {**record.metadata, WHOLE_MD5_METADATA: whole_md5}
-            self.journal.update(record.id, metadata=metadata)
-            record = record.with_changes(metadata=metadata)
-        expected = Expected(
-            record.size_bytes, (digest,) if digest else (), (digest,) if digest else ()
-        )
         if not self._acquire_budget():  # stopped while waiting: nothing to release
             raise self.stop.error or InterruptedRunError(130)
         try:
-            verified = self._retry(
-                f"upload of {record.uri}",
-                provider.put_single,
-                spec_of(record),
-                RangeBody(reader, 0, record.size_bytes),
-                digest,
-            )
+            # The MD5 goes into the object's metadata (--skip-existing compares it);
+            # with --checksum md5 it is the body's digest itself.
+            md5 = None
+            if record.checksum_algorithm not in ("none", "md5"):
+                md5 = RunningDigest("md5")
+            whole = (md5,) if md5 else ()
+            with self._loaded(record, reader, 0, record.size_bytes, whole) as loaded:
+                body, digest = loaded
+                whole_md5 = md5.digest() if md5 else digest
+                if whole_md5 is not None:
+                    record = self._note_whole_md5(record, whole_md5.value_b64)
+                verified = self._retry(
+                    f"upload of {record.uri}",
+                    provider.put_single,
+                    spec_of(record),
+                    body,
+                    digest,
+                )
         finally:
             self._budget.release()
+        expected = Expected(
+            record.size_bytes, (digest,) if digest else (), (digest,) if digest else ()
+        )
         self._check_verified(record, verified, expected)
         self.subscriber.bytes_done(record.id, record.size_bytes)
         return verified
 
-    def _single_digests(
-        self, record: UploadRecord, reader: SourceReader
-    ) -> tuple[Digest | None, str | None]:
-        """The body's digest for the provider and its MD5 for the object's metadata,
-        in one read (none with ``--checksum none``)."""
-        if record.checksum_algorithm == "none":
-            return None, None
-        hasher = RunningDigest(record.checksum_algorithm)
-        md5 = hasher if record.checksum_algorithm == "md5" else RunningDigest("md5")
-        for offset in range(0, record.size_bytes, HASH_READ_BYTES):
-            data = reader.read(offset, min(HASH_READ_BYTES, record.size_bytes - offset))
-            hasher.update(data)
-            if md5 is not hasher:
-                md5.update(data)
-        return hasher.digest(), md5.digest().value_b64
+    def _note_whole_md5(self, record: UploadRecord, whole_md5: str) -> UploadRecord:
+        if record.metadata.get(WHOLE_MD5_METADATA) == whole_md5:
+            return record
+        metadata = {**record.metadata, WHOLE_MD5_METADATA: whole_md5}
+        self.journal.update(record.id, metadata=metadata)
+        return record.with_changes(metadata=metadata)
 
-    def _whole_digest(
-        self, record: UploadRecord, reader: SourceReader, end: int
-    ) -> Digest | None:
-        if record.checksum_algorithm == "none":
-            return None
-        hasher = RunningDigest(record.checksum_algorithm)
-        self._hash_range(hasher, reader, 0, end)
-        return hasher.digest()
+    @contextmanager
+    def _loaded(
+        self,
+        record: UploadRecord,
+        reader: SourceReader,
+        offset: int,
+        size_bytes: int,
+        whole: tuple[RunningDigest, ...] = (),
+    ) -> Iterator[tuple[Body, Digest | None]]:
+        """The body of ``size_bytes`` at ``offset`` and its digest; ``whole`` hashers
+        are fed the same bytes. Call it holding the budget: a small body is read once
+        into a reused buffer (given back on exit), a large one is streamed."""
+        hasher = None
+        if record.checksum_algorithm != "none":
+            hasher = RunningDigest(record.checksum_algorithm)
+        hashers = (hasher, *whole) if hasher else whole
+        if size_bytes > BUFFERED_MAX_BYTES:
+            self._hash_range(hashers, reader, offset, offset + size_bytes)
+            yield (
+                RangeBody(reader, offset, size_bytes),
+                (hasher.digest() if hasher else None),
+            )
+            return
+        buffer = self._buffers.take(size_bytes)
+        try:
+            view = memoryview(buffer)[:size_bytes]
+            reader.read_into(offset, view)
+            for each in hashers:
+                each.update(view)
+            yield BufferBody(view), hasher.digest() if hasher else None
+        finally:
+            self._buffers.give(buffer)
 
     @staticmethod
     def _hash_range(
-        hasher: RunningDigest, reader: SourceReader, start: int, end: int
+        hashers: tuple[RunningDigest, ...], reader: SourceReader, start: int, end: int
     ) -> None:
+        """Feed bytes ``start`` to ``end`` of the source to each hasher, in reads of
+        at most ``HASH_READ_BYTES``."""
         for offset in range(start, end, HASH_READ_BYTES):
-            hasher.update(reader.read(offset, min(HASH_READ_BYTES, end - offset)))
+            data = reader.read(offset, min(HASH_READ_BYTES, end - offset))
+            for each in hashers:
+                each.update(data)
 
     def _check_verified(
         self, record: UploadRecord, verified: Verified, expected: Expected
@@ -996,23 +1031,13 @@ class Engine:
         return tuple(digests)
 
     def _part_digest(
-        self,
-        record: UploadRecord,
-        reader: SourceReader,
-        part: PartSpec,
-        whole: RunningDigest | None = None,
+        self, record: UploadRecord, reader: SourceReader, part: PartSpec
     ) -> Digest | None:
-        """The digest of one part, read in chunks (never the whole part at once);
-        ``whole``, when given, is fed the same bytes."""
+        """The digest of one part, read in chunks (never the whole part at once)."""
         if record.checksum_algorithm == "none":
             return None
         hasher = RunningDigest(record.checksum_algorithm)
-        end = part.offset + part.size_bytes
-        for offset in range(part.offset, end, HASH_READ_BYTES):
-            data = reader.read(offset, min(HASH_READ_BYTES, end - offset))
-            hasher.update(data)
-            if whole is not None:
-                whole.update(data)
+        self._hash_range((hasher,), reader, part.offset, part.offset + part.size_bytes)
         return hasher.digest()
 
     def _send_concurrently(
@@ -1074,9 +1099,9 @@ class Engine:
         failed: threading.Event,
     ) -> Receipt:
         try:
-            digest = self._part_digest(record, reader, part)
-            body = RangeBody(reader, part.offset, part.size_bytes)
-            return self._send_one(record, provider, session, part, body, digest)
+            with self._loaded(record, reader, part.offset, part.size_bytes) as loaded:
+                body, digest = loaded
+                return self._send_one(record, provider, session, part, body, digest)
         except BaseException:
             failed.set()
             raise
@@ -1089,7 +1114,7 @@ class Engine:
         provider: Provider,
         session: str,
         part: PartSpec,
-        body: RangeBody,
+        body: Body,
         digest: Digest | None,
     ) -> Receipt:
         started = time.monotonic()
@@ -1140,7 +1165,7 @@ class Engine:
         )
         first_offset = missing[0].offset if missing else record.size_bytes
         if hasher:
-            self._hash_range(hasher, reader, 0, first_offset)
+            self._hash_range((hasher,), reader, 0, first_offset)
         receipts: dict[int, Receipt] = {}
         for part in missing:
             if self.stop.is_set():
@@ -1148,11 +1173,13 @@ class Engine:
             if not self._acquire_budget():  # stopped while waiting
                 raise self.stop.error or InterruptedRunError(130)
             try:
-                digest = self._part_digest(record, reader, part, hasher)
-                body = RangeBody(reader, part.offset, part.size_bytes)
-                receipts[part.number] = self._send_one(
-                    record, provider, session, part, body, digest
-                )
+                whole = (hasher,) if hasher else ()
+                with self._loaded(
+                    record, reader, part.offset, part.size_bytes, whole
+                ) as (body, digest):
+                    receipts[part.number] = self._send_one(
+                        record, provider, session, part, body, digest
+                    )
             finally:
                 self._budget.release()
         return receipts, (hasher.digest(),) if hasher else ()

@@ -14,6 +14,7 @@ import logging
 import os
 import re
 import stat
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO, cast
@@ -405,6 +406,20 @@ class SourceReader:
             self.check_unchanged()
         return data
 
+    def read_into(self, offset: int, view: memoryview) -> None:
+        """Fill ``view`` with the bytes at ``offset`` (one copy, from the page cache
+        into the caller's buffer), then check the source is unchanged."""
+        filled = 0
+        while filled < len(view):
+            count = os.preadv(self._fd, [view[filled:]], offset + filled)
+            if not count:
+                raise SourceChangedError(
+                    f"source {self.path} changed during upload: it is shorter than journaled"
+                )
+            filled += count
+        self._unchecked_bytes = 0
+        self.check_unchanged()
+
     def check_rest(self) -> None:
         """``check_unchanged`` unless nothing was read since the last check."""
         if self._unchecked_bytes:
@@ -433,6 +448,87 @@ RANGE_READ_BYTES = 1024 * 1024
 #: The source is stat'ed for changes once per this many bytes read, and when a body
 #: has been read to its end.
 CHECK_EVERY_BYTES = 1024 * 1024
+
+
+class BufferBody:
+    """A part (or a whole small file) already read into memory: what is sent is
+    exactly what was hashed, and no read of the source happens while sending."""
+
+    def __init__(self, view: memoryview):
+        self._view = view
+        self.size_bytes = len(view)
+
+    def open(self) -> BinaryIO:
+        """A file-like view whose reads are slices of the buffer (no copies)."""
+        return cast(BinaryIO, _ViewFile(self._view))
+
+
+class _ViewFile(io.RawIOBase):
+    """A seekable read-only file over a memoryview; ``read`` returns slices of it."""
+
+    def __init__(self, view: memoryview):
+        self._view = view.toreadonly()
+        self._position = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, position: int, whence: int = io.SEEK_SET) -> int:
+        size = len(self._view)
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: size}
+        self._position = max(0, min(size, base[whence] + position))
+        return self._position
+
+    def read(self, size: int | None = -1) -> bytes:
+        end = len(self._view)
+        if size is not None and size >= 0:
+            end = min(end, self._position + size)
+        chunk = self._view[self._position : end]
+        self._position = end
+        # A memoryview, not bytes: HTTP clients send any bytes-like object, and a
+        # copy of every part is what this class exists to avoid.
+        return cast(bytes, chunk)
+
+    def readall(self) -> bytes:
+        return self.read(-1)
+
+    def readinto(self, buffer: Any) -> int:
+        chunk = self.read(len(buffer))
+        buffer[: len(chunk)] = chunk
+        return len(chunk)
+
+
+class PartBuffers:
+    """Reusable buffers for parts in flight, so a part is read once into memory that
+    was already paid for instead of a fresh allocation per part.
+
+    Buffers are only taken under the engine's budget of parts in flight, and a free
+    buffer that is too small is dropped before a new one is made, so the buffers
+    alive never outnumber the parts in flight (CONTRACT.md, "Promises": peak memory).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._free: list[bytearray] = []
+
+    def take(self, size_bytes: int) -> bytearray:
+        with self._lock:
+            for index, buffer in enumerate(self._free):
+                if len(buffer) >= size_bytes:
+                    return self._free.pop(index)
+            if self._free:
+                self._free.pop(0)  # too small for this part: let it go first
+        return bytearray(size_bytes)
+
+    def give(self, buffer: bytearray) -> None:
+        with self._lock:
+            self._free.append(buffer)
 
 
 class RangeBody:

@@ -17,7 +17,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any, NoReturn
+from typing import Any, BinaryIO, NoReturn
 from urllib.parse import quote
 
 import requests
@@ -745,7 +745,7 @@ class AzureProvider:
         try:
             with body.open() as reader:
                 answer = self._blob(spec.target).upload_blob(
-                    reader,
+                    _BytesReads(reader),
                     length=body.size_bytes,
                     overwrite=True,
                     content_settings=self._content_settings(spec, md5),
@@ -888,3 +888,18 @@ class AzureProvider:
             return None
         match = _OUR_BLOCK_ID.match(str(lists[1][0].id))
         return Incomplete(target, match.group(1) if match else "", changed)
+
+
+class _BytesReads:
+    """A reader whose reads are ``bytes``: the SDK's single Put Blob reads the body
+    whole and refuses any other bytes-like object (a memoryview of a part buffer)."""
+
+    def __init__(self, reader: BinaryIO):
+        self._reader = reader
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._reader.read(size)
+        return data if isinstance(data, bytes) else bytes(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._reader, name)
