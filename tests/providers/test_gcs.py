@@ -262,6 +262,69 @@ def test_put_single_sends_a_generation_precondition(
     assert gcs.read("pre.bin") == b"hello"
 
 
+def test_a_first_single_upload_with_a_digest_is_one_request(
+    provider: GcsProvider, gcs: Backend
+) -> None:
+    gcs.put("one.bin", b"old")
+    seen = record_requests(provider)
+
+    provider.put_single(
+        spec_for(gcs, "one.bin", 5), BytesBody(b"hello"), digest_of(b"hello", "crc32c")
+    )
+
+    assert [request.method for request in seen] == ["POST"]
+    assert "ifGenerationMatch" not in parse_qs(urlsplit(seen[0].url or "").query)
+    assert gcs.read("one.bin") == b"hello"
+
+
+def lose_first_answer(provider: GcsProvider, method: str) -> list[str]:
+    """The first ``method`` request reaches the server, then its answer is lost."""
+    calls: list[str] = []
+
+    def hook(response: requests.Response, *args: object, **kwargs: object) -> None:
+        calls.append(str(response.request.method))
+        if response.request.method == method and calls.count(method) == 1:
+            raise requests.ConnectionError("connection reset before the answer")
+
+    provider._http().hooks["response"].append(hook)
+    return calls
+
+
+def test_a_retried_single_upload_whose_answer_was_lost_is_confirmed_not_resent(
+    provider: GcsProvider, gcs: Backend
+) -> None:
+    spec = spec_for(gcs, "lost.bin", 5)
+    digest = digest_of(b"hello", "crc32c")
+    calls = lose_first_answer(provider, "POST")
+    with pytest.raises(TransientError):
+        provider.put_single(spec, BytesBody(b"hello"), digest)
+
+    verified = provider.put_single(spec, BytesBody(b"hello"), digest)
+
+    assert calls == ["POST", "GET"]
+    assert verified.verified == "crc32c"
+    assert gcs.read("lost.bin") == b"hello"
+
+
+def test_a_retried_single_upload_that_did_not_land_is_sent_with_a_precondition(
+    provider: GcsProvider, gcs: Backend
+) -> None:
+    gcs.put("again.bin", b"old")
+    spec = spec_for(gcs, "again.bin", 5)
+    # An earlier attempt of this upload was sent and its answer lost; it did not land.
+    provider._single_attempts.add((gcs.bucket, "again.bin", spec.upload_id))
+    answers: list[requests.Response] = []
+    provider._http().hooks["response"].append(lambda r, *a, **k: answers.append(r))
+
+    provider.put_single(spec, BytesBody(b"hello"), digest_of(b"hello", "crc32c"))
+
+    assert [answer.request.method for answer in answers] == ["GET", "POST"]
+    generation = answers[0].json()["generation"]
+    query = parse_qs(urlsplit(answers[1].request.url or "").query)
+    assert query["ifGenerationMatch"] == [str(generation)]
+    assert gcs.read("again.bin") == b"hello"
+
+
 def test_put_single_right_after_head_does_not_look_the_key_up_again(
     provider: GcsProvider, gcs: Backend
 ) -> None:

@@ -38,7 +38,7 @@ def init(
         str | None, Opt(help="Content type (default: from the key's name).")
     ] = None,
     part_size: Annotated[
-        str | None, Opt(help="Part size, e.g. 8MiB (default 8MiB).")
+        str | None, Opt(help="Part size, e.g. 16MiB (default 8MiB; 32MiB on GCS).")
     ] = None,
     no_multipart: Annotated[
         bool, Opt("--no-multipart", help="One PUT for the whole object.")

@@ -81,7 +81,7 @@ def upload(
         list[str], typer.Argument(help="SOURCE... TARGET", metavar="SOURCE... TARGET")
     ],
     part_size: Annotated[
-        str | None, Opt(help="Part size, e.g. 8MiB (default 8MiB).")
+        str | None, Opt(help="Part size, e.g. 16MiB (default 8MiB; 32MiB on GCS).")
     ] = None,
     multipart_threshold: Annotated[
         str | None, Opt(help="Files this big go multipart (default 8MiB).")

@@ -66,7 +66,11 @@ LIMITS_DOC = "https://cloud.google.com/storage/quotas"
 
 # Every chunk but the last is a multiple of 256 KiB (RESUMABLE_DOC, "Upload in chunks").
 CHUNK_QUANTUM_BYTES = 256 * KIB
-DEFAULT_CHUNK_BYTES = 8 * MIB
+# cloudput's default chunk: each chunk is one request answered 308, so a larger one
+# means fewer round trips (google-cloud-storage's own default is 100 MiB); 32 MiB
+# stays within the engine's buffered-part size, and a chunk cut short is resumed
+# from the offset the session reports, not from its start.
+DEFAULT_CHUNK_BYTES = 32 * MIB
 # Largest object, hence largest single request or chunk: 5 TiB (LIMITS_DOC, "Objects").
 MAX_OBJECT_BYTES = 5 * 1024 * 1024 * MIB
 # GCS counts no parts: a session takes any number of chunks up to MAX_OBJECT_BYTES.
@@ -298,6 +302,9 @@ class GcsProvider:
         self._credentials: Credentials | None = None
         self._sessions: dict[str, _SessionState] = {}
         self._single_priors: dict[tuple[str, str, str], str] = {}
+        # Single uploads sent at least once and not yet confirmed: a retry of one
+        # looks at the key before sending again.
+        self._single_attempts: set[tuple[str, str, str]] = set()
         # Generations seen by head() ("0": no object), with when, so that a single
         # upload right after a --skip-existing lookup does not look the key up again.
         self._seen: OrderedDict[tuple[str, str], tuple[float, str]] = OrderedDict()
@@ -623,24 +630,47 @@ class GcsProvider:
     def put_single(
         self, spec: ObjectSpec, body: Body, digest: Digest | None
     ) -> Verified:
-        """One multipart/related request, with ifGenerationMatch on the generation seen
-        before the first attempt ("0": none), so a retry never makes a second one."""
+        """One multipart/related request. The first attempt goes alone; a retry (the
+        answer of an earlier attempt may have been lost) first looks at the key: our
+        bytes there are the proof, else it sends again with ifGenerationMatch on the
+        generation seen, so a retry never makes a second object."""
         memo = (spec.target.bucket, spec.target.key, spec.upload_id)
         prior = self._single_priors.get(memo) or self._recently_seen(spec.target)
-        if prior is None:
+        if prior is None and (digest is None or memo in self._single_attempts):
             resource = self._get_resource(spec.target)
+            if resource is not None and digest is not None:
+                landed = self._landed(spec, resource, digest)
+                if landed is not None:
+                    self._single_attempts.discard(memo)
+                    return landed
             prior = "0" if resource is None else str(resource.get("generation", "0"))
             self._single_priors[memo] = prior
+        with self._lock:
+            self._single_attempts.add(memo)
         response, sent = self._post_multipart(spec, body, digest, prior)
         if response.status_code == 412:
             return self._settle_precondition(spec, memo, sent)
         if response.status_code not in (200, 201):
             raise translate_error("upload", spec.target, response)
         self._single_priors.pop(memo, None)
+        self._single_attempts.discard(memo)
         return _verify_sent(spec, remote_object(dict(response.json())), sent)
 
+    @staticmethod
+    def _landed(
+        spec: ObjectSpec, resource: Mapping[str, Any], digest: Digest
+    ) -> Verified | None:
+        """The object at the key when it holds exactly the bytes of this upload."""
+        remote = remote_object(dict(resource))
+        if remote.size_bytes != spec.size_bytes:
+            return None
+        if remote.checksums.get(digest.algorithm) != digest.value_b64:
+            return None
+        logger.info("%s already holds this upload (lost answer)", spec.target.uri)
+        return verify_object(spec, remote, Expected(spec.size_bytes, whole=(digest,)))
+
     def _post_multipart(
-        self, spec: ObjectSpec, body: Body, digest: Digest | None, prior: str
+        self, spec: ObjectSpec, body: Body, digest: Digest | None, prior: str | None
     ) -> tuple[requests.Response, _DigestingReader]:
         resource = object_resource(spec)
         if digest is not None:
@@ -662,7 +692,7 @@ class GcsProvider:
                 spec.target,
                 params={
                     "uploadType": "multipart",
-                    "ifGenerationMatch": prior,
+                    **({"ifGenerationMatch": prior} if prior is not None else {}),
                     **kms_params(spec),
                 },
                 headers={"Content-Type": f"multipart/related; boundary={boundary}"},
