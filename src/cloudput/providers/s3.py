@@ -162,7 +162,7 @@ _MESSAGE_MAX_CHARS = 300
 
 
 def translate_error(exc: Exception, doing: str) -> CloudputError:
-    """Turn a boto3 failure into the cloudput error the engine acts on.
+    """Turn a botocore failure into the cloudput error the engine acts on.
 
     ``doing`` names the request and target ("UploadPart 3 of s3://b/k"); the message
     adds the S3 error code and message, never credentials or a query string.
@@ -239,7 +239,7 @@ def _error_code(exc: BaseException) -> str | None:
 
 
 class S3Provider:
-    """S3 through one thread-safe boto3 client per instance (docs/providers/s3.md)."""
+    """S3 through one thread-safe botocore client per instance (docs/providers/s3.md)."""
 
     limits = S3_LIMITS
 
@@ -354,7 +354,7 @@ class S3Provider:
         return error
 
     def _expired_signature(self, doing: str, error: CloudputError) -> CloudputError:
-        """A 403 "Request has expired" on a request boto3 signed just now.
+        """A 403 "Request has expired" on a request botocore signed just now.
 
         The signature's date was too old when it arrived (a stalled connection or a
         wrong clock). It is signed afresh and sent once more; a second expiry of the
@@ -857,7 +857,7 @@ class S3Provider:
 
 
 def _configured_endpoint(settings: ProviderSettings) -> str | None:
-    """The endpoint from settings, else from the variables boto3 itself honours."""
+    """The endpoint from settings, else from the variables botocore itself honours."""
     if settings.endpoint_url:
         return settings.endpoint_url
     if os.environ.get("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "").lower() == "true":
