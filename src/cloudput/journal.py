@@ -172,6 +172,7 @@ class Journal:
         self.path = path
         self._lock = threading.RLock()
         self._holds: dict[str, int] = {}
+        self._locks_dir = str(path.parent / (path.name + ".locks"))
         with _opening(path):
             self._conn = _connect(path)
             with self._guard():
@@ -342,7 +343,7 @@ class Journal:
         with self._lock:
             if upload_id in self._holds:
                 return True
-            fd = os.open(self._lock_path(upload_id), os.O_RDWR | os.O_CREAT, 0o600)
+            fd = self._open_lock(upload_id)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -359,7 +360,7 @@ class Journal:
         # must not leave a million lock files; two names sharing a stripe only wait
         # for each other's short decision.
         stripe = digest[:KEY_LOCK_STRIPE_HEX]
-        fd = os.open(self._lock_path(f"key-{stripe}"), os.O_RDWR | os.O_CREAT, 0o600)
+        fd = self._open_lock(f"key-{stripe}")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
@@ -388,10 +389,18 @@ class Journal:
         self.release(upload_id)
         return False
 
-    def _lock_path(self, upload_id: str) -> Path:
-        locks = self.path.parent / (self.path.name + ".locks")
-        locks.mkdir(mode=0o700, exist_ok=True)
-        return locks / f"{upload_id}.lock"
+    def _lock_path(self, upload_id: str) -> str:
+        return os.path.join(self._locks_dir, f"{upload_id}.lock")
+
+    def _open_lock(self, name: str) -> int:
+        """Open (creating) the lock file ``name``; its folder is made on first need,
+        not checked on every call (several lock files are opened per small file)."""
+        path = self._lock_path(name)
+        try:
+            return os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        except FileNotFoundError:
+            os.makedirs(self._locks_dir, mode=0o700, exist_ok=True)
+            return os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
 
 
 @contextmanager
