@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from cloudput.journal import Journal
 from tests.backends import Backend
 from tests.faultproxy import FaultProxy
 from tests.helpers import run_cli, sha256_of, write_random
@@ -143,3 +144,56 @@ def test_resume_refuses_absurd_option_values_with_exit_2(
 
     assert result.code == 2, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["show", "0123456789ab"], ["verify", "0123456789ab"], ["abort", "0123456789ab"]],
+    ids=["show", "verify", "abort"],
+)
+def test_a_command_on_uploads_of_a_journal_that_is_not_there_exits_2_and_creates_none(
+    command: list[str], tmp_path: Path
+) -> None:
+    """A mistyped --journal must not look like an empty journal, nor leave one."""
+    journal = tmp_path / "typo" / "journal.db"
+
+    result = run_cli([*command, "--journal", journal])
+
+    assert result.code == 2
+    assert result.stderr.count("\n") == 1
+    assert f"no journal at {journal}" in result.stderr
+    assert not (tmp_path / "typo").exists()
+
+
+@pytest.mark.parametrize(
+    "command", [["list"], ["list", "--json"], ["abort", "--all-failed"]]
+)
+def test_listing_or_aborting_all_failed_without_a_journal_is_nothing_to_do(
+    command: list[str], tmp_path: Path
+) -> None:
+    """What a cron job runs on a fresh machine: exit 0, a notice, no journal made."""
+    journal = tmp_path / "fresh" / "journal.db"
+
+    result = run_cli([*command, "--journal", journal])
+
+    assert result.code == 0, result.stderr
+    assert result.stdout == ""
+    assert "no journal" in result.stderr
+    assert not (tmp_path / "fresh").exists()
+
+
+def test_abort_all_failed_with_none_failed_exits_0(tmp_path: Path) -> None:
+    journal = tmp_path / "journal.db"
+    Journal.open(journal).close()
+
+    result = run_cli(["abort", "--all-failed", "--journal", journal])
+
+    assert result.code == 0, result.stderr
+    assert result.stderr == "cloudput: no failed uploads to abort\n"
+
+
+def test_abort_without_ids_or_all_failed_is_a_usage_error(tmp_path: Path) -> None:
+    result = run_cli(["abort", "--journal", tmp_path / "journal.db"])
+
+    assert result.code == 2
+    assert "name the uploads to abort, or pass --all-failed" in result.stderr

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Annotated
 
 import typer
 
-from cloudput.cli.common import open_journal, provider_factory, with_globals
+from cloudput.cli.common import (
+    journal_exists,
+    open_journal,
+    provider_factory,
+    with_globals,
+)
 from cloudput.cli.render import emit, record_json
 from cloudput.engine.runner import spec_of
 from cloudput.errors import UsageError, combine_exit_codes
@@ -54,7 +60,12 @@ def abort(
     ] = False,
 ) -> None:
     """Cancel uploads at the provider and mark them aborted in the journal."""
-    journal = open_journal()
+    if not upload_ids and not all_failed:
+        raise UsageError("name the uploads to abort, or pass --all-failed")
+    if not upload_ids and not journal_exists():
+        sys.stderr.write("cloudput: no failed uploads to abort (no journal yet)\n")
+        return
+    journal = open_journal(must_exist=True)
     codes: list[int] = []
     try:
         records = [journal.get(upload_id) for upload_id in upload_ids or []]
@@ -63,7 +74,7 @@ def abort(
                 r for r in journal.find("failed") if r.id not in (upload_ids or [])
             ]
         if not records:
-            raise UsageError("name the uploads to abort, or pass --all-failed")
+            sys.stderr.write("cloudput: no failed uploads to abort\n")
         for record in records:
             aborted = abort_record(journal, record)
             if as_json:

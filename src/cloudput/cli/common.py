@@ -184,8 +184,23 @@ def journal_path(options: GlobalOptions) -> Path:
     return base / "journal.db"
 
 
-def open_journal() -> Journal:
-    return Journal.open(journal_path(current()))
+def open_journal(must_exist: bool = False) -> Journal:
+    """The journal of this command; ``must_exist``: a command that only reads or
+    changes journaled uploads refuses a journal that is not there instead of creating
+    an empty one (a mistyped ``--journal`` must not look like "no uploads")."""
+    path = journal_path(current())
+    if must_exist and not path.expanduser().exists():
+        raise UsageError(
+            f"no journal at {path}",
+            hint="uploads are journaled where `cloudput upload` ran with the same "
+            "--journal, CLOUDPUT_JOURNAL, --tenant or config file",
+        )
+    return Journal.open(path)
+
+
+def journal_exists() -> bool:
+    """True when this command's journal file is there."""
+    return journal_path(current()).expanduser().exists()
 
 
 def provider_factory(

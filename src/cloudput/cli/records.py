@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Annotated
 
 import typer
 
-from cloudput.cli.common import open_journal, with_globals
+from cloudput.cli.common import (
+    current,
+    journal_exists,
+    journal_path,
+    open_journal,
+    with_globals,
+)
 from cloudput.cli.render import attachment_json, emit, part_json, record_json
 from cloudput.errors import UsageError
 from cloudput.journal import STATUSES
@@ -28,6 +35,10 @@ def list_uploads(
     """List uploads (or attachments) in the journal, oldest first."""
     if status is not None and status not in STATUSES:
         raise UsageError(f"--status {status!r}: use one of {', '.join(STATUSES)}")
+    if not journal_exists():
+        path = journal_path(current())
+        sys.stderr.write(f"cloudput: no journal at {path}: nothing journaled there\n")
+        return
     journal = open_journal()
     try:
         if attachments:
@@ -57,7 +68,7 @@ def show(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Show one upload with its parts."""
-    journal = open_journal()
+    journal = open_journal(must_exist=True)
     try:
         record = journal.get(upload_id)
         parts = journal.parts(upload_id)

@@ -36,7 +36,7 @@ def verify(
     ] = False,
 ) -> None:
     """Re-read each upload's source and compare it with the object's size and checksum."""
-    journal = open_journal()
+    journal = open_journal(must_exist=True)
     try:
         records = [journal.get(upload_id) for upload_id in upload_ids]
     finally:
