@@ -12,6 +12,7 @@ import base64
 import hashlib
 import os
 import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,14 +25,17 @@ from tests.faultproxy import FaultProxy
 from tests.helpers import (
     FAST_RETRY_ENV,
     MIB,
+    cloudput_command,
     kill_after_parts,
     only_record,
     parts_of,
+    process_env,
     run_cli,
     run_cloudput,
     sha256_file,
     sha256_of,
     start_cloudput,
+    wait_until,
     write_random,
 )
 from tests.s3_wire import (
@@ -326,6 +330,37 @@ def test_signal_interrupts_with_resume_command_then_resume_finishes(
     assert record.status == "interrupted"
     assert f"cloudput resume {record.id}" in stopped.stderr
     assert "uploaded" not in stopped.stdout
+    proxy.clear_rules()
+    assert run_cloudput(["resume", "--all"], env).code == 0
+    assert sha256_of(s3.read("f")) == digest
+    assert only_record().status == "completed"
+
+
+def test_a_second_sigint_quits_at_once_with_the_resume_command(
+    proxy: FaultProxy, s3: Backend, tmp_path: Path
+) -> None:
+    """The first SIGINT lets parts in flight finish; a second quits without waiting
+    for them, says how to continue, and resume then finishes the upload."""
+    source = tmp_path / "f.bin"
+    digest = write_random(source, 8 * PART)
+    proxy.delay(UPLOAD_PART, 3.0, times=None)
+    env = s3.routed_through(proxy.url)
+    args = ["upload", source, s3.uri("f"), "--part-size", "5MiB", "--concurrency", "2"]
+    stderr_path = tmp_path / "stderr.txt"
+    with stderr_path.open("w") as stderr:
+        process = subprocess.Popen(
+            cloudput_command(args), env=process_env(env), stderr=stderr, text=True
+        )
+        wait_until(lambda: len(proxy.matching(UPLOAD_PART)) >= 1, 60.0)
+
+        process.send_signal(signal.SIGINT)
+        wait_until(lambda: "signal again to quit" in stderr_path.read_text(), 30.0)
+        process.send_signal(signal.SIGINT)
+        code = process.wait(timeout=30)
+
+    lines = stderr_path.read_text().splitlines()
+    assert code == 130, lines
+    assert lines[-1].endswith("sent again by: cloudput resume --all")
     proxy.clear_rules()
     assert run_cloudput(["resume", "--all"], env).code == 0
     assert sha256_of(s3.read("f")) == digest

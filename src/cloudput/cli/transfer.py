@@ -137,6 +137,13 @@ def _install_signal_handlers(stop: StopSignal) -> Callable[[], None]:
     def handler(signum: int, frame: FrameType | None) -> None:
         code = EXIT_SIGINT if signum == signal.SIGINT else EXIT_SIGTERM
         if stop.is_set() and isinstance(stop.error, InterruptedRunError):
+            # At once, as asked: the journal holds every part acknowledged so far
+            # (each is committed when it is), so resume sends only the rest.
+            sys.stderr.write(
+                "cloudput: quit at once; parts in flight are sent again by: "
+                "cloudput resume --all\n"
+            )
+            sys.stderr.flush()
             os._exit(code)
         sys.stderr.write(
             "cloudput: stopping: letting parts in flight finish (signal again to quit)\n"
