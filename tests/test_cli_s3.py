@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -463,6 +464,23 @@ def test_missing_source_exits_4(direct: Backend, tmp_path: Path) -> None:
 
     assert result.code == 4
     assert "not found" in result.stderr or "not found" in result.stdout
+
+
+def test_missing_source_json_record_names_the_target(
+    direct: Backend, tmp_path: Path
+) -> None:
+    """A file refused before it is journaled still says where it was going."""
+    result = run_cli(["upload", tmp_path / "nope", direct.uri("dir/"), "--json"])
+
+    record = json.loads(result.stdout)
+    assert result.code == 4
+    assert record["status"] == "failed"
+    assert record["error"]["code"] == "source"
+    assert (record["provider"], record["bucket"], record["key"]) == (
+        "s3",
+        direct.bucket,
+        "dir/nope",
+    )
 
 
 def test_missing_bucket_exits_6(direct: Backend, tmp_path: Path) -> None:

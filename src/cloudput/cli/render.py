@@ -24,7 +24,9 @@ from rich.progress import (
 )
 
 from cloudput.engine.runner import Outcome
+from cloudput.errors import UsageError
 from cloudput.journal import Attachment, PartRow, UploadRecord
+from cloudput.keys import Target, parse_target
 from cloudput.units import format_size
 
 PLAIN_INTERVAL_S = 5.0
@@ -71,6 +73,7 @@ def outcome_json(outcome: Outcome) -> dict[str, Any]:
         if outcome.status in ("held",):
             data["status"] = outcome.record.status
         return data
+    target = _target_of(outcome.uri)
     return {
         "id": None,
         "name": outcome.source_path.rsplit("/", 1)[-1],
@@ -80,9 +83,9 @@ def outcome_json(outcome: Outcome) -> dict[str, Any]:
         "url": None,
         "storage_url": None,
         "uri": outcome.uri,
-        "provider": None,
-        "bucket": None,
-        "key": None,
+        "provider": target.provider if target else None,
+        "bucket": target.bucket if target else None,
+        "key": target.key if target else None,
         "checksum": {"algorithm": None, "value": None, "verified": None},
         "parts": 0,
         "status": outcome.status,
@@ -91,6 +94,15 @@ def outcome_json(outcome: Outcome) -> dict[str, Any]:
         "expires_at": None,
         "error": error,
     }
+
+
+def _target_of(uri: str) -> Target | None:
+    """The target an outcome names (an upload refused before it was journaled still
+    names its provider, bucket and key); None when there is none to read."""
+    try:
+        return parse_target(uri) if uri else None
+    except UsageError:
+        return None
 
 
 def outcome_line(outcome: Outcome) -> str:
