@@ -463,12 +463,12 @@ class BufferBody:
         return cast(BinaryIO, _ViewFile(self._view))
 
 
-class _ViewFile(io.RawIOBase):
-    """A seekable read-only file over a memoryview; ``read`` returns slices of it."""
+class _SeekableBody(io.RawIOBase):
+    """A seekable, read-only file of ``_size`` bytes; subclasses implement ``read``
+    from ``_position`` (the SDKs seek back to the start to send a body again)."""
 
-    def __init__(self, view: memoryview):
-        self._view = view.toreadonly()
-        self._position = 0
+    _size: int
+    _position: int
 
     def readable(self) -> bool:
         return True
@@ -480,10 +480,26 @@ class _ViewFile(io.RawIOBase):
         return self._position
 
     def seek(self, position: int, whence: int = io.SEEK_SET) -> int:
-        size = len(self._view)
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: size}
-        self._position = max(0, min(size, base[whence] + position))
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self._size}
+        self._position = max(0, min(self._size, base[whence] + position))
         return self._position
+
+    def readall(self) -> bytes:
+        return self.read(-1)
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
+class _ViewFile(_SeekableBody):
+    """A file over a memoryview; ``read`` returns slices of it."""
+
+    def __init__(self, view: memoryview):
+        self._view = view.toreadonly()
+        self._size = len(view)
+        self._position = 0
 
     def read(self, size: int | None = -1) -> bytes:
         end = len(self._view)
@@ -494,14 +510,6 @@ class _ViewFile(io.RawIOBase):
         # A memoryview, not bytes: HTTP clients send any bytes-like object, and a
         # copy of every part is what this class exists to avoid.
         return cast(bytes, chunk)
-
-    def readall(self) -> bytes:
-        return self.read(-1)
-
-    def readinto(self, buffer: Any) -> int:
-        chunk = self.read(len(buffer))
-        buffer[: len(chunk)] = chunk
-        return len(chunk)
 
 
 class PartBuffers:
@@ -546,7 +554,7 @@ class RangeBody:
         return cast(BinaryIO, _RangeFile(self._reader, self._offset, self.size_bytes))
 
 
-class _RangeFile(io.RawIOBase):
+class _RangeFile(_SeekableBody):
     """A seekable read-only view of ``size_bytes`` at ``offset`` of a source."""
 
     def __init__(self, reader: SourceReader, offset: int, size_bytes: int):
@@ -554,22 +562,6 @@ class _RangeFile(io.RawIOBase):
         self._offset = offset
         self._size = size_bytes
         self._position = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._position
-
-    def seek(self, position: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self._size}[
-            whence
-        ]
-        self._position = max(0, min(self._size, base + position))
-        return self._position
 
     def read(self, size: int | None = -1) -> bytes:
         """``size`` bytes, fewer only at the end (the rest when ``size`` is -1 or
@@ -587,11 +579,3 @@ class _RangeFile(io.RawIOBase):
         if self._position == self._size:
             self._reader.check_rest()  # a body ends only on an unchanged source
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-    def readall(self) -> bytes:
-        return self.read(-1)
-
-    def readinto(self, buffer: Any) -> int:
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
