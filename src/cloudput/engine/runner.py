@@ -1,5 +1,6 @@
-"""The transfer engine: a bounded pool of part sends across all uploads, retries,
-checkpoints, resume reconciliation, cancellation and the source-change guard.
+"""The transfer engine: a bounded pool of part sends across all uploads, checkpoints,
+resume reconciliation, cancellation and the source-change guard. Its retry policy is
+in ``retry.py``; which record a job is uploaded under is chosen in ``records.py``.
 
 It speaks to providers only through ``providers.base.Provider`` and never imports an SDK.
 """
@@ -14,20 +15,20 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
-
-from tenacity import (
-    Retrying,
-    retry_if_exception,
-    stop_after_attempt,
-    wait_exponential_jitter,
-)
+from typing import Any
 
 from cloudput.checksums import RunningDigest
 from cloudput.engine.events import NullSubscriber, Subscriber
 from cloudput.engine.existing import WHOLE_MD5_METADATA, LocalDigests, compare
-from cloudput.engine.plan import DEFAULT_MULTIPART_THRESHOLD_BYTES, make_plan
+from cloudput.engine.plan import DEFAULT_MULTIPART_THRESHOLD_BYTES
 from cloudput.engine.policy import Policy
+from cloudput.engine.records import (
+    RecordKeeper,
+    fingerprint_of,
+    guess_content_type,
+    spec_of,
+)
+from cloudput.engine.retry import Backoff, RetryPolicy, most_severe
 from cloudput.engine.sources import (
     BufferBody,
     Fingerprint,
@@ -44,9 +45,6 @@ from cloudput.errors import (
     DeadlineError,
     IntegrityError,
     InterruptedRunError,
-    NotSupportedError,
-    PresignExpiredError,
-    RetriesExhaustedError,
     SourceChangedError,
     TransientError,
     UploadGoneError,
@@ -58,24 +56,19 @@ from cloudput.journal import (
     Journal,
     PartRow,
     UploadRecord,
-    new_upload_id,
     utc_now,
 )
-from cloudput.keys import Target
 from cloudput.providers.base import (
     Body,
     Digest,
     Expected,
-    ObjectSpec,
     PartSpec,
     Provider,
     Receipt,
     Verified,
-    check_object_options,
 )
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 # Parts are hashed and sent in reads of at most 1 MiB, so a part in flight costs a
 # read buffer, not its size (CONTRACT.md, "Promises": peak memory bound).
 HASH_READ_BYTES = 1024 * 1024
@@ -178,32 +171,6 @@ class ProviderPool:
             self._providers.clear()
 
 
-def spec_of(record: UploadRecord) -> ObjectSpec:
-    """The object a record describes, as the provider contract wants it."""
-    return ObjectSpec(
-        target=Target(record.provider, record.bucket, record.key, record.account),
-        size_bytes=record.size_bytes,
-        content_type=record.mime,
-        cache_control=record.cache_control,
-        metadata=dict(record.metadata),
-        storage_class=record.storage_class,
-        checksum_algorithm=record.checksum_algorithm,
-        upload_id=record.id,
-        content_encoding=record.content_encoding,
-        content_disposition=record.content_disposition,
-        tags=dict(record.tags),
-        acl=record.acl,
-        encryption=record.encryption,
-        encryption_key_id=record.encryption_key_id,
-    )
-
-
-def fingerprint_of(record: UploadRecord) -> Fingerprint:
-    return Fingerprint(
-        record.source_size_bytes, record.source_mtime_ns, record.source_inode
-    )
-
-
 class Engine:
     """Runs uploads under one budget of ``concurrency`` parts in flight."""
 
@@ -221,7 +188,17 @@ class Engine:
         self.options = options
         self.subscriber = subscriber or NullSubscriber()
         self.stop = stop or StopSignal()
-        self._sleep: Callable[[float], Any] = sleep or self.stop.wait
+        # Waiting on the stop signal: a stop (signal, deadline) cuts a backoff short.
+        self.retry = RetryPolicy(
+            attempts=options.retries + 1,
+            backoff=Backoff(options.retry_base_delay_s, options.retry_max_delay_s),
+            stop=self.stop,
+            sleep=sleep or self.stop.wait,
+            log=log,
+        )
+        self.records = RecordKeeper(
+            journal, providers, options, self.retry, self.subscriber.notice
+        )
         self._budget = threading.BoundedSemaphore(options.concurrency)
         self._parts = ThreadPoolExecutor(options.concurrency, thread_name_prefix="part")
         self._buffers = PartBuffers()  # taken only under the budget
@@ -329,7 +306,7 @@ class Engine:
             skipped, digests = self._check_existing(job)
             if skipped is not None:
                 return skipped
-        record = self._record_for(job, digests)
+        record = self.records.record_for(job, digests)
         if record is None:
             return Outcome(
                 job.source_path,
@@ -378,7 +355,9 @@ class Engine:
         provider = self.providers.get(
             job.target.provider, endpoint, self.options.region
         )
-        remote = self._retry(f"looking up {job.target.uri}", provider.head, job.target)
+        remote = self.retry.call(
+            f"looking up {job.target.uri}", provider.head, job.target
+        )
         if remote is None:
             return None, digests
         if self.options.skip_existing:
@@ -415,7 +394,7 @@ class Engine:
         ):
             record_id = last.id
         else:
-            record_id = self._new_record(
+            record_id = self.records.new_record(
                 job, os.path.abspath(job.source_path), current, status="skipped"
             ).id
         if md5:
@@ -430,138 +409,6 @@ class Engine:
             self.journal.get(record_id),
             message=message,
         )
-
-    def _record_for(
-        self, job: Job, digests: LocalDigests | None = None
-    ) -> UploadRecord | None:
-        """Continue an unfinished upload of this source and target, or journal a new
-        one; either way the record comes back held by this process (None: another
-        process holds it). The choice is made under a per-(source, target) lock so two
-        runs of the same command never start two uploads of one file."""
-        source_path = os.path.abspath(job.source_path)
-        current = fingerprint(source_path)
-        with self.journal.key_lock(f"{source_path}\0{job.target.uri}"):
-            for old in self.journal.find_unfinished(
-                source_path, job.target.uri, self.options.endpoint_url
-            ):
-                if not self.journal.hold(old.id):
-                    self.subscriber.notice(
-                        f"{old.id} ({job.target.uri}) is held by another process"
-                    )
-                    return None
-                if fingerprint_of(old) == current:
-                    self._note_kept_plan(old)
-                    self.subscriber.notice(
-                        f"continuing upload {old.id} of {job.source_path}"
-                    )
-                    return old
-                self._replace_changed(old, job)
-            record = self._new_record(job, source_path, current, digests)
-            self.journal.hold(record.id)
-            return record
-
-    def _replace_changed(self, old: UploadRecord, job: Job) -> None:
-        message = (
-            f"source {job.source_path} changed since upload {old.id} was journaled"
-        )
-        self._fail_changed(old, SourceChangedError(message))
-        self.journal.release(old.id)
-        log.warning("%s: starting a fresh upload", message)
-
-    def _note_kept_plan(self, record: UploadRecord) -> None:
-        asked = self.options.part_size_bytes
-        if asked and record.strategy != "single" and asked != record.part_size_bytes:
-            log.warning(
-                "upload %s keeps its journaled part size of %d bytes (--part-size %d ignored)",
-                record.id,
-                record.part_size_bytes,
-                asked,
-            )
-
-    def _new_record(
-        self,
-        job: Job,
-        source_path: str,
-        current: Fingerprint,
-        digests: LocalDigests | None = None,
-        status: str = "initiated",
-    ) -> UploadRecord:
-        provider = self.providers.get(
-            job.target.provider, self.options.endpoint_url, self.options.region
-        )
-        plan = make_plan(
-            current.size_bytes,
-            provider.limits,
-            part_size_bytes=self.options.part_size_bytes,
-            threshold_bytes=self.options.threshold_bytes,
-            no_multipart=self.options.no_multipart,
-        )
-        if plan.raised_from_bytes:
-            log.warning(
-                "%s: part size raised to %d bytes to stay within %d parts",
-                job.source_path,
-                plan.part_size_bytes,
-                provider.limits.max_parts,
-            )
-        record = UploadRecord(
-            id=new_upload_id(),
-            provider=job.target.provider,
-            bucket=job.target.bucket,
-            key=job.target.key,
-            uri=job.target.uri,
-            storage_url=provider.storage_url(job.target),
-            name=os.path.basename(source_path),
-            size_bytes=current.size_bytes,
-            mime=self.options.content_type or guess_content_type(source_path),
-            strategy=plan.strategy,
-            part_size_bytes=plan.part_size_bytes,
-            part_count=plan.part_count,
-            status=status,
-            initiated_at=utc_now(),
-            source_path=source_path,
-            source_size_bytes=current.size_bytes,
-            source_mtime_ns=current.mtime_ns,
-            source_inode=current.inode,
-            checksum_algorithm=self._checksum_for(provider),
-            endpoint_url=self.options.endpoint_url,
-            region=self.options.region,
-            tenant=self.options.tenant,
-            cache_control=self.options.cache_control,
-            metadata=self._metadata_for(plan.strategy, digests),
-            storage_class=self.options.storage_class,
-            account=job.target.account,
-            content_encoding=self.options.content_encoding,
-            content_disposition=self.options.content_disposition,
-            tags=dict(self.options.tags),
-            acl=self.options.acl,
-            encryption=self.options.encryption,
-            encryption_key_id=self.options.encryption_key_id,
-        )
-        check_object_options(spec_of(record), provider.limits)
-        self.journal.add(record)
-        return record
-
-    def _metadata_for(
-        self, strategy: str, digests: LocalDigests | None
-    ) -> dict[str, str]:
-        """The user's metadata, plus the whole file's MD5 for a multipart upload under
-        ``--skip-existing`` (one extra read of the file before it is sent; a single
-        request adds it while it hashes the body anyway)."""
-        metadata = dict(self.options.metadata)
-        if digests is not None and self.options.skip_existing and strategy != "single":
-            metadata[WHOLE_MD5_METADATA] = digests.get("md5")
-        return metadata
-
-    def _checksum_for(self, provider: Provider) -> str:
-        wanted = self.options.checksum
-        if wanted == "auto":
-            return provider.limits.default_checksum
-        if wanted != "none" and wanted not in provider.limits.checksums:
-            raise NotSupportedError(
-                f"--checksum {wanted} is not supported on {provider.limits.name}",
-                hint=f"use one of: auto, {', '.join(provider.limits.checksums)}, none",
-            )
-        return wanted
 
     def _resume_record(self, record: UploadRecord) -> Outcome:
         if record.status == "completed":
@@ -638,46 +485,44 @@ class Engine:
 
     def _transfer_held(self, record: UploadRecord) -> Outcome:
         try:
-            self._check_source(record)
-            self.journal.update(
-                record.id, status="in_progress", error_code=None, error_message=None
-            )
-            log.info(
-                "upload %s: %s -> %s (%d bytes)",
-                record.id,
-                record.source_path,
-                record.uri,
-                record.size_bytes,
-            )
-            verified = self._send(record)
+            verified = self._start_sending(record)
         except SourceChangedError as exc:
-            self._fail_changed(self.journal.get(record.id), exc)
+            self.records.fail_changed(self.journal.get(record.id), exc)
             return self._outcome_failed(record, exc, "failed")
         except IntegrityError as exc:
-            self.journal.update(
-                record.id,
-                status="failed",
-                error_code=exc.code,
-                error_message=exc.message,
-            )
+            self._journal_ended(record, "failed", exc.code, exc.message)
             return self._outcome_failed(record, exc, "failed")
         except CloudputError as exc:
-            self.journal.update(
-                record.id,
-                status="interrupted",
-                error_code=exc.code,
-                error_message=exc.message,
-            )
+            self._journal_ended(record, "interrupted", exc.code, exc.message)
             return self._outcome_failed(record, exc, "interrupted")
         except BaseException as exc:
-            self.journal.update(
-                record.id,
-                status="interrupted",
-                error_code="internal",
-                error_message=str(exc),
-            )
+            self._journal_ended(record, "interrupted", "internal", str(exc))
             raise
         return self._finish(record, verified)
+
+    def _start_sending(self, record: UploadRecord) -> Verified:
+        self._check_source(record)
+        self.journal.update(
+            record.id, status="in_progress", error_code=None, error_message=None
+        )
+        log.info(
+            "upload %s: %s -> %s (%d bytes)",
+            record.id,
+            record.source_path,
+            record.uri,
+            record.size_bytes,
+        )
+        return self._send(record)
+
+    def _journal_ended(
+        self, record: UploadRecord, status: str, error_code: str, error_message: str
+    ) -> None:
+        self.journal.update(
+            record.id,
+            status=status,
+            error_code=error_code,
+            error_message=error_message,
+        )
 
     def _outcome_failed(
         self, record: UploadRecord, exc: CloudputError, status: str
@@ -700,24 +545,6 @@ class Engine:
                 f"source {record.source_path} changed since upload {record.id} was journaled",
                 hint="the old upload is aborted; run `cloudput upload` again to start fresh",
             )
-
-    def _fail_changed(self, record: UploadRecord, exc: SourceChangedError) -> None:
-        if record.session and record.strategy != "single":
-            provider = self.provider_for(record)
-            try:
-                self._retry("abort", provider.abort, spec_of(record), record.session)
-            except CloudputError as abort_exc:
-                log.warning(
-                    "could not abort upload %s at the provider: %s",
-                    record.id,
-                    abort_exc,
-                )
-        self.journal.update(
-            record.id,
-            status="failed",
-            error_code="source_changed",
-            error_message=exc.message,
-        )
 
     def _finish(self, record: UploadRecord, verified: Verified) -> Outcome:
         completed_at = utc_now()
@@ -781,7 +608,7 @@ class Engine:
                 whole_md5 = md5.digest() if md5 else digest
                 if whole_md5 is not None:
                     record = self._note_whole_md5(record, whole_md5.value_b64)
-                verified = self._retry(
+                verified = self.retry.call(
                     f"upload of {record.uri}",
                     provider.put_single,
                     spec_of(record),
@@ -870,7 +697,7 @@ class Engine:
         parts = self._plan_parts(record)
         if record.session:
             try:
-                held = self._retry(
+                held = self.retry.call(
                     f"listing parts of {record.uri}",
                     provider.held_parts,
                     spec,
@@ -886,7 +713,7 @@ class Engine:
                     f"upload {record.id}: the provider no longer knows it; starting over from part 1"
                 )
                 self._start_over(record)
-        session = self._retry(
+        session = self.retry.call(
             f"starting {record.uri}", provider.start, spec, record.part_size_bytes
         )
         self.journal.update(record.id, session=session)
@@ -905,7 +732,7 @@ class Engine:
         rows = self.journal.parts(record.id)
         if len(rows) != record.part_count:
             return None
-        remote = self._retry(
+        remote = self.retry.call(
             f"checking {record.uri}", provider.head, spec_of(record).target
         )
         if remote is None or remote.size_bytes != record.size_bytes:
@@ -931,18 +758,7 @@ class Engine:
             merged[number] = Receipt(number, receipt.etag, receipt.size_bytes, checksum)
             if row is None or row.etag != receipt.etag:
                 part = self._plan_part(record, number)
-                self.journal.record_part(
-                    record.id,
-                    PartRow(
-                        record.id,
-                        number,
-                        part.offset,
-                        part.size_bytes,
-                        receipt.etag,
-                        checksum,
-                        utc_now(),
-                    ),
-                )
+                self._journal_part(record, part, receipt.etag, checksum)
         return merged
 
     @staticmethod
@@ -1003,7 +819,7 @@ class Engine:
         reader.check_unchanged()
         part_digests = self._part_digests(record, reader, ordered)
         expected = Expected(record.size_bytes, part_digests, whole)
-        verified = self._retry(
+        verified = self.retry.call(
             f"completing {record.uri}",
             provider.complete,
             spec_of(record),
@@ -1078,7 +894,7 @@ class Engine:
             except BaseException as exc:
                 errors.append(exc)
         if errors:
-            raise _most_severe(errors)
+            raise most_severe(errors)
         if self.stop.is_set():
             raise self.stop.error or InterruptedRunError(130)
         return receipts
@@ -1118,7 +934,7 @@ class Engine:
         digest: Digest | None,
     ) -> Receipt:
         started = time.monotonic()
-        receipt = self._retry(
+        receipt = self.retry.call(
             f"part {part.number} of {record.uri}",
             provider.send_part,
             spec_of(record),
@@ -1128,18 +944,7 @@ class Engine:
             digest,
         )
         checksum = digest.value_b64 if digest else receipt.checksum
-        self.journal.record_part(
-            record.id,
-            PartRow(
-                record.id,
-                part.number,
-                part.offset,
-                part.size_bytes,
-                receipt.etag,
-                checksum,
-                utc_now(),
-            ),
-        )
+        self._journal_part(record, part, receipt.etag, checksum)
         log.debug(
             "upload %s part %d: %d bytes in %.3fs",
             record.id,
@@ -1149,6 +954,21 @@ class Engine:
         )
         self.subscriber.bytes_done(record.id, part.size_bytes)
         return Receipt(part.number, receipt.etag, part.size_bytes, checksum)
+
+    def _journal_part(
+        self, record: UploadRecord, part: PartSpec, etag: str, checksum: str | None
+    ) -> None:
+        """Commit a part the provider acknowledged (a resume will not send it again)."""
+        row = PartRow(
+            record.id,
+            part.number,
+            part.offset,
+            part.size_bytes,
+            etag,
+            checksum,
+            utc_now(),
+        )
+        self.journal.record_part(record.id, row)
 
     def _send_in_order(
         self,
@@ -1183,70 +1003,3 @@ class Engine:
             finally:
                 self._budget.release()
         return receipts, (hasher.digest(),) if hasher else ()
-
-    # ----- retries ----------------------------------------------------------------
-
-    def _wait(self, seconds: float) -> None:
-        """Sleep between attempts; a stop (signal, deadline) cuts the wait short."""
-        self._sleep(seconds)
-
-    def _retry(self, what: str, call: Callable[..., T], *args: Any) -> T:
-        """Call with the run's retry policy; give up with ``RetriesExhaustedError``."""
-        attempts = self.options.retries + 1
-        retrying = Retrying(
-            stop=stop_after_attempt(attempts),
-            wait=wait_exponential_jitter(
-                multiplier=self.options.retry_base_delay_s,
-                max=self.options.retry_max_delay_s,
-                jitter=self.options.retry_base_delay_s,  # scales with the base delay
-            ),
-            retry=retry_if_exception(
-                lambda exc: _is_retryable(exc) and not self.stop.is_set()
-            ),
-            sleep=self._wait,
-            before_sleep=lambda state: log.debug(
-                "%s: attempt %d failed (%s); retrying",
-                what,
-                state.attempt_number,
-                state.outcome.exception() if state.outcome else "?",
-            ),
-            reraise=True,
-        )
-        try:
-            return retrying(call, *args)
-        except (UploadGoneError, PresignExpiredError):
-            raise
-        except TransientError as exc:
-            if self.stop.is_set() and self.stop.error is not None:
-                raise self.stop.error from exc
-            count = retrying.statistics.get("attempt_number", attempts)
-            raise RetriesExhaustedError(
-                f"{what} failed after {count} attempts: {exc.message}",
-                hint="the upload is kept; run `cloudput resume --all` later",
-                code=exc.code if exc.code != "transient" else "retries_exhausted",
-            ) from exc
-
-
-def _is_retryable(exc: BaseException) -> bool:
-    return isinstance(exc, TransientError) and not isinstance(exc, UploadGoneError)
-
-
-_SEVERITY = (InterruptedRunError, IntegrityError, SourceChangedError, UploadGoneError)
-
-
-def _most_severe(errors: list[BaseException]) -> BaseException:
-    for kind in _SEVERITY:
-        for exc in errors:
-            if isinstance(exc, kind):
-                return exc
-    for exc in errors:
-        if not isinstance(exc, CloudputError):
-            return exc
-    return errors[0]
-
-
-def guess_content_type(path: str) -> str:
-    import mimetypes
-
-    guessed, _ = mimetypes.guess_type(path, strict=False)
-    return guessed or "application/octet-stream"
