@@ -1,6 +1,6 @@
-"""Turning flags plus resolved settings into the engine's ``TransferOptions``.
-
-Shared by ``upload`` and ``resume``; a bad flag is exit 2, a bad file value exit 3.
+"""The options ``upload`` and ``resume`` share: each declared once here (a typer
+``Annotated`` alias), and the flags plus resolved settings turned into the engine's
+``TransferOptions``. A bad flag is exit 2, a bad file value exit 3.
 """
 
 from __future__ import annotations
@@ -9,7 +9,9 @@ import base64
 import binascii
 import hashlib
 import os
-from typing import Any
+from typing import Annotated, Any
+
+import typer
 
 from cloudput import checksums
 from cloudput.cli.common import metadata_option, pairs_option, settings
@@ -22,6 +24,22 @@ from cloudput.errors import UsageError
 SSE_C_KEY_BYTES = 32
 #: The largest key file read: base64 of the key, a line end and some spaces.
 SSE_C_KEY_FILE_MAX_BYTES = 64
+
+Opt = typer.Option
+
+# Options of both ``upload`` and ``resume``; each command gives the default in its
+# signature (None: the setting of the same name decides, in ``transfer_options``).
+Concurrency = Annotated[int | None, Opt(help="Parts in flight, all files (default 8).")]
+Retries = Annotated[int | None, Opt(help="Retries per request (default 5).")]
+Timeout = Annotated[str | None, Opt(help="Per-request timeout (default 60s).")]
+MaxDuration = Annotated[str | None, Opt(help="Stop cleanly after this long.")]
+Json = Annotated[bool, Opt("--json", help="One JSON record per upload.")]
+Quiet = Annotated[bool, Opt("--quiet", "-q", help="No progress or messages.")]
+CaBundle = Annotated[str | None, Opt(help="CA bundle (PEM) to verify the server with.")]
+NoVerifySsl = Annotated[
+    bool, Opt("--no-verify-ssl", help="Do not verify TLS certificates.")
+]
+AddressingStyle = Annotated[str | None, Opt(help="S3 addressing: auto|path|virtual.")]
 
 
 def transfer_options(

@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from cloudput.cli import options as shared
 from cloudput.cli.common import open_journal, with_globals
 from cloudput.cli.options import transfer_options
 from cloudput.cli.transfer import run_engine
@@ -62,33 +63,19 @@ def held_is_not_left(outcome: Outcome) -> Outcome:
 def resume(
     upload_ids: Annotated[list[str] | None, typer.Argument(help="Upload ids.")] = None,
     take_all: Annotated[bool, Opt("--all", help="Every unfinished upload.")] = False,
-    concurrency: Annotated[
-        int | None, Opt(help="Parts in flight, all files (default 8).")
-    ] = None,
-    retries: Annotated[int | None, Opt(help="Retries per request (default 5).")] = None,
-    timeout: Annotated[
-        str | None, Opt(help="Per-request timeout (default 60s).")
-    ] = None,
-    max_duration: Annotated[
-        str | None, Opt(help="Stop cleanly after this long.")
-    ] = None,
-    as_json: Annotated[bool, Opt("--json", help="One JSON record per upload.")] = False,
-    quiet: Annotated[
-        bool, Opt("--quiet", "-q", help="No progress or messages.")
-    ] = False,
+    concurrency: shared.Concurrency = None,
+    retries: shared.Retries = None,
+    timeout: shared.Timeout = None,
+    max_duration: shared.MaxDuration = None,
+    as_json: shared.Json = False,
+    quiet: shared.Quiet = False,
     sse_c_key_file: Annotated[
         str | None,
         Opt(help="S3 SSE-C: the same key file the upload was started with."),
     ] = None,
-    ca_bundle: Annotated[
-        str | None, Opt(help="CA bundle (PEM) to verify the server with.")
-    ] = None,
-    no_verify_ssl: Annotated[
-        bool, Opt("--no-verify-ssl", help="Do not verify TLS certificates.")
-    ] = False,
-    addressing_style: Annotated[
-        str | None, Opt(help="S3 addressing: auto|path|virtual.")
-    ] = None,
+    ca_bundle: shared.CaBundle = None,
+    no_verify_ssl: shared.NoVerifySsl = False,
+    addressing_style: shared.AddressingStyle = None,
 ) -> None:
     """Finish interrupted uploads; sends only the parts the provider does not hold.
 

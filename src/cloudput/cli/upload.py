@@ -14,6 +14,7 @@ try:  # typer >= 0.2x vendors click; earlier releases use click itself
 except ImportError:  # pragma: no cover - depends on the installed typer
     from click import get_current_context  # type: ignore[no-redef]
 
+from cloudput.cli import options as shared
 from cloudput.cli.common import open_journal, provider_factory, settings, with_globals
 from cloudput.cli.dryrun import print_plan
 from cloudput.cli.options import transfer_options
@@ -89,16 +90,12 @@ def upload(
     no_multipart: Annotated[
         bool, Opt("--no-multipart", help="One request per file.")
     ] = False,
-    concurrency: Annotated[
-        int | None, Opt(help="Parts in flight, all files (default 8).")
-    ] = None,
+    concurrency: shared.Concurrency = None,
     checksum: Annotated[
         str | None, Opt(help="auto|crc32c|md5|none (default auto).")
     ] = None,
-    retries: Annotated[int | None, Opt(help="Retries per request (default 5).")] = None,
-    timeout: Annotated[
-        str | None, Opt(help="Per-request timeout (default 60s).")
-    ] = None,
+    retries: shared.Retries = None,
+    timeout: shared.Timeout = None,
     content_type: Annotated[
         str | None, Opt(help="Content type (default: from the name).")
     ] = None,
@@ -113,9 +110,7 @@ def upload(
     endpoint_url: Annotated[
         str | None, Opt(help="Endpoint of an S3-compatible server.")
     ] = None,
-    max_duration: Annotated[
-        str | None, Opt(help="Stop cleanly after this long.")
-    ] = None,
+    max_duration: shared.MaxDuration = None,
     include: Annotated[
         list[str] | None,
         Opt(help="Take files matching this pattern (repeatable; last match wins)."),
@@ -137,10 +132,8 @@ def upload(
     dry_run: Annotated[
         bool, Opt("--dry-run", help="Print the plan; send nothing.")
     ] = False,
-    as_json: Annotated[bool, Opt("--json", help="One JSON record per upload.")] = False,
-    quiet: Annotated[
-        bool, Opt("--quiet", "-q", help="No progress or messages.")
-    ] = False,
+    as_json: shared.Json = False,
+    quiet: shared.Quiet = False,
     max_size: Annotated[
         str | None, Opt(help="Policy: refuse files larger than this (exit 4).")
     ] = None,
@@ -175,15 +168,9 @@ def upload(
     ] = None,
     kms_key: Annotated[str | None, Opt(help="GCS Cloud KMS key name.")] = None,
     encryption_scope: Annotated[str | None, Opt(help="Azure encryption scope.")] = None,
-    ca_bundle: Annotated[
-        str | None, Opt(help="CA bundle (PEM) to verify the server with.")
-    ] = None,
-    no_verify_ssl: Annotated[
-        bool, Opt("--no-verify-ssl", help="Do not verify TLS certificates.")
-    ] = False,
-    addressing_style: Annotated[
-        str | None, Opt(help="S3 addressing: auto|path|virtual.")
-    ] = None,
+    ca_bundle: shared.CaBundle = None,
+    no_verify_ssl: shared.NoVerifySsl = False,
+    addressing_style: shared.AddressingStyle = None,
 ) -> None:
     """Upload files or directories to s3://, gs:// or az:// targets.
 
