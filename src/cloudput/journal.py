@@ -17,7 +17,7 @@ import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import astuple, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -295,7 +295,7 @@ class Journal:
     def record_part(self, upload_id: str, row: PartRow) -> None:
         """Checkpoint one acknowledged part; committed before the call returns."""
         with self._guard(), self._conn:
-            self._conn.execute(_UPSERT_PART, astuple(row))
+            self._conn.execute(_UPSERT_PART, _values(row))
 
     def parts(self, upload_id: str) -> list[PartRow]:
         with self._guard():
@@ -327,7 +327,7 @@ class Journal:
         row.update(status="completed", updated_at=utc_now())
         with self._guard(), self._transaction():
             self._update_upload(upload_id, row)
-            self._conn.execute(_UPSERT_ATTACHMENT, astuple(attachment))
+            self._conn.execute(_UPSERT_ATTACHMENT, _values(attachment))
 
     def attachments(self) -> list[Attachment]:
         with self._guard():
@@ -554,6 +554,12 @@ def _create_tables(db: sqlite_utils.Database) -> None:
         pk="id",
         foreign_keys=[("upload_id", "uploads", "id")],
     )
+
+
+def _values(row: PartRow | Attachment) -> tuple[Any, ...]:
+    """The row's fields in column order: a flat record needs no ``astuple``, which
+    deep-copies every value (a part is journaled for every part sent)."""
+    return tuple(getattr(row, name) for name in row.__dataclass_fields__)
 
 
 def _to_row_fields(changes: Mapping[str, Any]) -> dict[str, Any]:

@@ -189,7 +189,7 @@ def open_journal(must_exist: bool = False) -> Journal:
     changes journaled uploads refuses a journal that is not there instead of creating
     an empty one (a mistyped ``--journal`` must not look like "no uploads")."""
     path = journal_path(current())
-    if must_exist and not path.expanduser().exists():
+    if must_exist and _is_missing(path):
         raise UsageError(
             f"no journal at {path}",
             hint="uploads are journaled where `cloudput upload` ran with the same "
@@ -199,8 +199,19 @@ def open_journal(must_exist: bool = False) -> Journal:
 
 
 def journal_exists() -> bool:
-    """True when this command's journal file is there."""
-    return journal_path(current()).expanduser().exists()
+    """False when this command's journal is simply not there yet (a path that cannot
+    be a journal, under a file, counts as there: opening it fails with exit 9)."""
+    return not _is_missing(journal_path(current()))
+
+
+def _is_missing(path: Path) -> bool:
+    path = path.expanduser()
+    if path.exists():
+        return False
+    for parent in path.parents:
+        if parent.exists():
+            return parent.is_dir()
+    return True
 
 
 def provider_factory(

@@ -42,23 +42,10 @@ log = logging.getLogger(__name__)
 MAX_IDS_SHOWN = 10
 
 
-def run_engine(
-    journal: Journal,
-    options: TransferOptions,
-    start: Callable[[Engine], Iterator[Outcome]],
-    *,
-    as_json: bool,
-    quiet: bool,
-    manifest: str | None = None,
-) -> int:
-    """Run uploads, print one result per upload, and return the run's exit code.
-
-    With ``manifest``, each completed upload's attachment is appended to that file as
-    one JSON line, after the journal committed it.
-    """
-    stop = StopSignal()
-    progress = make_progress(quiet)
-    pool = ProviderPool(
+def provider_pool(options: TransferOptions) -> ProviderPool:
+    """The run's providers, one per (provider, endpoint, region), made on first use:
+    the preflight's provider is the one the uploads use (one client per run)."""
+    return ProviderPool(
         provider_factory(
             options.concurrency,
             options.timeout_s,
@@ -67,6 +54,27 @@ def run_engine(
             customer_key=options.customer_key,
         )
     )
+
+
+def run_engine(
+    journal: Journal,
+    options: TransferOptions,
+    start: Callable[[Engine], Iterator[Outcome]],
+    *,
+    as_json: bool,
+    quiet: bool,
+    manifest: str | None = None,
+    pool: ProviderPool | None = None,
+) -> int:
+    """Run uploads, print one result per upload, and return the run's exit code.
+
+    With ``manifest``, each completed upload's attachment is appended to that file as
+    one JSON line, after the journal committed it. ``pool``: the providers the command
+    already made (its preflight), closed here with the rest.
+    """
+    stop = StopSignal()
+    progress = make_progress(quiet)
+    pool = pool or provider_pool(options)
     engine = Engine(journal, pool, options, progress, stop)
     codes: set[int] = set()  # distinct codes only: memory stays flat per file
     resumable: list[str] = []

@@ -15,16 +15,21 @@ except ImportError:  # pragma: no cover - depends on the installed typer
     from click import get_current_context  # type: ignore[no-redef]
 
 from cloudput.cli import options as shared
-from cloudput.cli.common import open_journal, provider_factory, settings, with_globals
+from cloudput.cli.common import open_journal, settings, with_globals
 from cloudput.cli.dryrun import print_plan
 from cloudput.cli.options import transfer_options
-from cloudput.cli.transfer import run_engine
+from cloudput.cli.transfer import provider_pool, run_engine
 from cloudput.engine.plan import check_part_size
-from cloudput.engine.runner import TransferOptions
+from cloudput.engine.runner import ProviderPool, TransferOptions
 from cloudput.engine.sources import Selection, SourceSet
 from cloudput.errors import ConfigError, NotSupportedError, UsageError
 from cloudput.keys import Target, parse_target
-from cloudput.providers.base import ObjectSpec, ProviderLimits, check_object_options
+from cloudput.providers.base import (
+    ObjectSpec,
+    Provider,
+    ProviderLimits,
+    check_object_options,
+)
 
 Opt = typer.Option
 _FILTER_FLAGS = {"--include": "include", "--exclude": "exclude"}
@@ -230,24 +235,46 @@ def upload(
         notice=None if quiet else _notice,
     )
     source_set.check()
-    limits = _preflight(
-        target, options.part_size_bytes, part_size, options, check_bucket=not dry_run
-    )
-    if dry_run:
-        raise typer.Exit(print_plan(source_set.jobs(), limits, options, as_json, quiet))
+    pool = provider_pool(options)
+    try:
+        limits = _preflight(
+            pool.get(target.provider, options.endpoint_url, options.region),
+            target,
+            options.part_size_bytes,
+            part_size,
+            options,
+            check_bucket=not dry_run,
+        )
+        if dry_run:
+            code = print_plan(source_set.jobs(), limits, options, as_json, quiet)
+        else:
+            code = _run_uploads(source_set, options, pool, as_json, quiet, manifest)
+    finally:
+        pool.close()
+    raise typer.Exit(code)
+
+
+def _run_uploads(
+    source_set: SourceSet,
+    options: TransferOptions,
+    pool: ProviderPool,
+    as_json: bool,
+    quiet: bool,
+    manifest: str | None,
+) -> int:
     journal = open_journal()
     try:
-        code = run_engine(
+        return run_engine(
             journal,
             options,
             lambda engine: engine.upload(source_set.jobs()),
             as_json=as_json,
             quiet=quiet,
             manifest=manifest,
+            pool=pool,
         )
     finally:
         journal.close()
-    raise typer.Exit(code)
 
 
 def _notice(message: str) -> None:
@@ -255,6 +282,7 @@ def _notice(message: str) -> None:
 
 
 def _preflight(
+    provider: Provider,
     target: Target,
     part_size_bytes: int | None,
     flag: str | None,
@@ -263,24 +291,12 @@ def _preflight(
 ) -> ProviderLimits:
     """Check the part size against the provider's rules and (unless ``--dry-run``,
     which sends no request at all) that the bucket exists, before any upload starts."""
-    provider = provider_factory(
-        options.concurrency,
-        options.timeout_s,
-        verify_ssl=options.verify_ssl,
-        addressing_style=options.addressing_style,
-        customer_key=options.customer_key,
-    )(target.provider, options.endpoint_url, options.region)
-    try:
-        check_object_options(_sample_spec(target, options), provider.limits)
-        if part_size_bytes is not None:
-            _check_part_size(
-                part_size_bytes, provider.limits, from_flag=flag is not None
-            )
-        if check_bucket:
-            provider.check_bucket(target)
-        return provider.limits
-    finally:
-        provider.close()
+    check_object_options(_sample_spec(target, options), provider.limits)
+    if part_size_bytes is not None:
+        _check_part_size(part_size_bytes, provider.limits, from_flag=flag is not None)
+    if check_bucket:
+        provider.check_bucket(target)
+    return provider.limits
 
 
 def _sample_spec(target: Target, options: TransferOptions) -> ObjectSpec:
