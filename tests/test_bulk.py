@@ -346,10 +346,17 @@ def test_max_duration_then_the_same_command_finishes_with_nothing_sent_twice(
         use_env(monkeypatch, s3.routed_through(proxy.url))
 
         first = run_cli(args)
+        journaled = len(records())
         second = run_cli([a for a in args if a not in ("--max-duration", "1s")])
         sent = [write_identity(r) for r in writes(proxy.requests) if r.body_length]
 
     assert first.code == 7, first.stderr
+    # Files stopped before they were journaled are counted as not started, and their
+    # lines send the user to the same command: `resume` does not know them.
+    not_started = [line for line in first.stdout.splitlines() if "not started" in line]
+    assert all("run the same command" in line for line in not_started)
+    assert not any("resume" in line for line in not_started)
+    assert f"cloudput: {13 - journaled} files not started" in first.stderr
     assert second.code == 0, second.stderr
     assert_objects(s3, "p/", expected)
     assert [i for i, n in Counter(sent).items() if n > 1] == []
@@ -430,6 +437,9 @@ def test_summary_on_stderr_counts_files_bytes_and_failures_by_reason(
     assert summary.startswith("cloudput: 2 files: 1 uploaded (2.0 KiB in ")
     assert summary.endswith(", 0 skipped, 1 not done (source: 1)"), summary
     assert quiet.stderr == ""
+    # --quiet silences stderr only: results stay on stdout (CONTRACT.md, "Output").
+    assert quiet.stdout.startswith("uploaded ")
+    assert quiet.stdout.rstrip().endswith(f"-> {s3.uri('q/a.txt')}")
 
 
 @pytest.mark.parametrize("no_color", [False, True], ids=["colour", "NO_COLOR"])

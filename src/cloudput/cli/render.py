@@ -23,7 +23,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from cloudput.engine.runner import Outcome
+from cloudput.engine.runner import NOT_STARTED, Outcome
 from cloudput.errors import UsageError
 from cloudput.journal import Attachment, PartRow, UploadRecord
 from cloudput.keys import Target, parse_target
@@ -67,7 +67,7 @@ def record_json(
 def outcome_json(outcome: Outcome) -> dict[str, Any]:
     error = None
     if outcome.error is not None:
-        error = {"code": outcome.error.code, "message": str(outcome.error)}
+        error = {"code": outcome.error.code, "message": _reason(outcome)}
     if outcome.record is not None:
         data = record_json(outcome.record, error)
         if outcome.status in ("held",):
@@ -96,6 +96,22 @@ def outcome_json(outcome: Outcome) -> dict[str, Any]:
     }
 
 
+def is_not_started(outcome: Outcome) -> bool:
+    """A file the run stopped before journaling it: only the same command sends it
+    (``resume`` knows journaled uploads only)."""
+    return outcome.record is None and outcome.message == NOT_STARTED
+
+
+def _reason(outcome: Outcome) -> str:
+    if is_not_started(outcome) and outcome.error is not None:
+        return (
+            f"not started: {outcome.error.message} (run the same command to continue)"
+        )
+    if outcome.error is not None:
+        return str(outcome.error)
+    return outcome.message or outcome.status
+
+
 def _target_of(uri: str) -> Target | None:
     """The target an outcome names (an upload refused before it was journaled still
     names its provider, bucket and key); None when there is none to read."""
@@ -116,7 +132,7 @@ def outcome_line(outcome: Outcome) -> str:
         return f"skipped {arrow}" + (f" ({outcome.message})" if outcome.message else "")
     if outcome.status == "held":
         return f"skipped {arrow}: {outcome.message}"
-    reason = str(outcome.error) if outcome.error else outcome.message or outcome.status
+    reason = _reason(outcome)
     suffix = f" [upload {outcome.record.id}]" if outcome.record else ""
     return f"failed {arrow}: {reason}{suffix}"
 

@@ -17,6 +17,7 @@ from cloudput.cli.common import provider_factory
 from cloudput.cli.render import (
     attachment_json,
     emit,
+    is_not_started,
     make_progress,
     outcome_json,
     outcome_line,
@@ -79,10 +80,12 @@ def run_engine(
     codes: set[int] = set()  # distinct codes only: memory stays flat per file
     resumable: list[str] = []
     summary = RunSummary()
+    not_started = 0  # files stopped before they were journaled
     restore = _install_signal_handlers(stop)
     try:
         for outcome in start(engine):
             codes.add(outcome.exit_code)
+            not_started += is_not_started(outcome)
             summary.add(outcome)
             if outcome.status == "interrupted" and outcome.record is not None:
                 if len(resumable) <= MAX_IDS_SHOWN:
@@ -103,12 +106,14 @@ def run_engine(
         summary.write(sys.stderr)
     if stop.is_set() and isinstance(stop.error, InterruptedRunError):
         codes.add(stop.error.exit_code)
-    if engine.unstarted and stop.error is not None:
+    not_started += engine.unstarted
+    if not_started and stop.error is not None:
         codes.add(stop.error.exit_code)
         if not quiet:
             sys.stderr.write(
-                f"cloudput: {engine.unstarted} files not started ({stop.error.message}); "
-                "run the same command again to continue\n"
+                f"cloudput: {not_started} files not started ({stop.error.message}); "
+                "run the same command again to continue (`cloudput resume` knows only "
+                "uploads already begun)\n"
             )
     if resumable and not quiet:
         ids = " ".join(resumable[:MAX_IDS_SHOWN])
@@ -135,7 +140,9 @@ def _append_manifest(path: str, record: UploadRecord) -> None:
 def _print_outcome(outcome: Outcome, as_json: bool, quiet: bool) -> None:
     if as_json:
         emit(outcome_json(outcome))
-    elif not quiet or outcome.status in ("failed", "interrupted"):
+    else:
+        # Results go to stdout even with --quiet, which silences stderr only
+        # (CONTRACT.md, "Output").
         print(outcome_line(outcome), flush=True)
 
 

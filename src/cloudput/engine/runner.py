@@ -69,6 +69,8 @@ from cloudput.providers.base import (
 )
 
 log = logging.getLogger(__name__)
+#: Outcome.message of a file the run stopped before it was journaled.
+NOT_STARTED = "not started"
 # Parts are hashed and sent in reads of at most 1 MiB, so a part in flight costs a
 # read buffer, not its size (CONTRACT.md, "Promises": peak memory bound).
 HASH_READ_BYTES = 1024 * 1024
@@ -331,7 +333,7 @@ class Engine:
             "interrupted",
             error=error,
             exit_code=error.exit_code,
-            message="not started",
+            message=NOT_STARTED,
         )
 
     def _check_existing(self, job: Job) -> tuple[Outcome | None, LocalDigests | None]:
