@@ -316,6 +316,39 @@ def test_two_directories_mapping_to_one_key_are_refused_before_any_request(
     assert sent == []
 
 
+@pytest.mark.parametrize(
+    "spellings",
+    [["dir", "dir/big.bin"], ["dir/big.bin", "dir"], ["dir/big.bin", "./dir/big.bin"]],
+    ids=["dir-then-file", "file-then-dir", "file-twice"],
+)
+def test_one_file_named_twice_for_one_key_is_sent_once(
+    s3: Backend,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    spellings: list[str],
+) -> None:
+    """A file reached through two sources that map it to the same key is one upload
+    (not two jobs sharing one record, nor a refusal): one record, one object."""
+    digest = write_random(tmp_path / "dir" / "big.bin", 6 * MIB)
+    write_random(tmp_path / "dir" / "other.txt", 10)
+    monkeypatch.chdir(tmp_path)
+    use_env(monkeypatch, s3.env)
+
+    result = run_cli(
+        ["upload", *spellings, s3.uri("p/"), "--part-size", "5MiB", "--json"]
+    )
+
+    lines = result.json_lines()
+    assert result.code == 0, result.stderr
+    assert sorted(line["key"] for line in lines) == sorted(
+        ["p/big.bin"] + (["p/other.txt"] if "dir" in spellings else [])
+    )
+    assert len({line["id"] for line in lines}) == len(lines)
+    assert sha256_of(s3.read("p/big.bin")) == digest
+    if len(set(map(os.path.normpath, spellings))) > 1:
+        assert "named twice" in result.stderr
+
+
 # -- unattended runs ---------------------------------------------------------------
 
 

@@ -104,7 +104,15 @@ def expand_globs(sources: Sequence[str]) -> tuple[list[str], set[str]]:
             unmatched.add(source)
             paths.append(source)
         paths.extend(matches)
-    return list(dict.fromkeys(paths)), unmatched  # a source named twice goes once
+    # A source named twice (``f`` and ``./f`` too) goes once, as first spelled.
+    spelled = {
+        os.path.normpath(os.path.abspath(path)): path for path in reversed(paths)
+    }
+    return list(dict.fromkeys(spelled[_normalized(path)] for path in paths)), unmatched
+
+
+def _normalized(path: str) -> str:
+    return os.path.normpath(os.path.abspath(path))
 
 
 class SourceSet:
@@ -130,6 +138,8 @@ class SourceSet:
         self._paths, self._unmatched = expand_globs(sources)
         self._several = len(self._paths) > 1
         self._announced = False
+        # Named files that a walk (or another name) already maps to the same key.
+        self._duplicates: set[str] = set()
 
     def check(self) -> int:
         """Refuse unsafe keys and collisions (``UsageError``); return the file count."""
@@ -140,17 +150,30 @@ class SourceSet:
             count += 1
             if job.error is not None or not self._several:
                 continue
-            self._refuse_collision(job, relative, root, file_keys, walked)
-            if root is None:
+            duplicate = self._refuse_collision(job, relative, root, file_keys, walked)
+            if duplicate is not None:
+                self._drop_duplicate(duplicate, job)
+                count -= 1
+            elif root is None:
                 file_keys[job.target.key] = job.source_path
-            elif not walked or walked[-1] != root:
+            if root is not None and (not walked or walked[-1] != root):
                 walked.append(root)
         return count
 
     def jobs(self) -> Iterator[Job]:
-        """Every job, lazily: directory walks in name order, depth first."""
-        for job, _, _ in self._enumerate(announce=not self._announced):
+        """Every job, lazily: directory walks in name order, depth first; a named file
+        that ``check()`` found already mapped to its key by another source, once."""
+        for job, _, root in self._enumerate(announce=not self._announced):
+            if root is None and job.source_path in self._duplicates:
+                continue
             yield job
+
+    def _drop_duplicate(self, named: str, job: Job) -> None:
+        """The same file reaches the same key through two sources: send it once."""
+        self._duplicates.add(named)
+        self._notice(
+            f"{job.source_path} is named twice for {job.target.uri}: sent once"
+        )
 
     def _enumerate(self, announce: bool) -> Iterator[tuple[Job, str, str | None]]:
         """(job, path relative to its walked directory, that directory or None)."""
@@ -189,21 +212,25 @@ class SourceSet:
         current: str | None,
         file_keys: dict[str, str],
         walked: list[str],
-    ) -> None:
+    ) -> str | None:
         """Two sources map to one key: a named file's key seen before, or the same
         relative path taken by an earlier directory walk (looked up on disk, so
-        nothing is remembered per walked file)."""
+        nothing is remembered per walked file). The same file reached twice is no
+        conflict: the named file of the two is returned, to be sent only once."""
         other = file_keys.get(job.target.key)
         if other is None:
             for root in walked:
                 if root != current and Walk(root, self.selection).would_take(relative):
                     other = os.path.join(root, relative)
                     break
-        if other is not None and other != job.source_path:
-            raise UsageError(
-                f"{other} and {job.source_path} both map to {job.target.uri}",
-                hint="upload them to different prefixes",
-            )
+        if other is None:
+            return None
+        if _is_same_file(other, job.source_path):
+            return job.source_path if current is None else other
+        raise UsageError(
+            f"{other} and {job.source_path} both map to {job.target.uri}",
+            hint="upload them to different prefixes",
+        )
 
 
 def expand_sources(sources: Sequence[str], target: Target) -> list[Job]:
@@ -211,6 +238,13 @@ def expand_sources(sources: Sequence[str], target: Target) -> list[Job]:
     source_set = SourceSet(sources, target)
     source_set.check()
     return list(source_set.jobs())
+
+
+def _is_same_file(first: str, second: str) -> bool:
+    try:
+        return os.path.samefile(first, second)
+    except OSError:
+        return _normalized(first) == _normalized(second)
 
 
 def _as_prefix(target: Target) -> Target:
