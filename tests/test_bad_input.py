@@ -197,3 +197,15 @@ def test_abort_without_ids_or_all_failed_is_a_usage_error(tmp_path: Path) -> Non
 
     assert result.code == 2
     assert "name the uploads to abort, or pass --all-failed" in result.stderr
+
+
+def test_filters_that_select_no_file_say_so_and_send_nothing(tmp_path: Path) -> None:
+    (tmp_path / "tree").mkdir()
+    (tmp_path / "tree" / "a.txt").write_bytes(b"a")
+
+    result = run_cli(
+        ["upload", tmp_path / "tree", "s3://bucket/p/", "--exclude", "*", "--dry-run"]
+    )
+
+    assert result.code == 0, result.stderr
+    assert "no file to upload: the sources and filters select none" in result.stderr

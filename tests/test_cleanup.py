@@ -89,6 +89,7 @@ def test_recent_uploads_are_left_alone(backend, tmp_path):
     if backend.name != "s3":  # moto reports every upload as started in 2010
         assert done.stdout.strip() == ""
         assert only_record().status != "aborted"
+        assert "no unfinished upload to clean up in " in done.stderr
 
 
 def test_foreign_s3_multipart_upload_is_aborted(s3, tmp_path):

@@ -118,3 +118,17 @@ def test_part_size_from_file_against_provider_rules_is_exit_3(
     assert result.code == 3
     assert "5,242,880" in result.stderr
     assert s3.read("k") is None
+
+
+def test_a_variable_that_is_not_a_number_is_exit_3_saying_what_to_use(
+    monkeypatch, tmp_path
+):
+    monkeypatch.setenv("CLOUDPUT_CONCURRENCY", "abc")
+    (tmp_path / "f").write_bytes(b"x")
+
+    result = run_cli(["upload", tmp_path / "f", "s3://bucket/k", "--dry-run"])
+
+    assert result.code == 3
+    assert result.stderr == (
+        "cloudput: error: CLOUDPUT_CONCURRENCY 'abc': use a whole number from 1 to 256\n"
+    )

@@ -26,13 +26,17 @@ else:  # pragma: no cover - Python 3.10
 
 def _positive_int(low: int, high: int) -> Callable[[Any], int]:
     def parse(value: Any) -> int:
-        number = int(value)
+        wanted = f"use a whole number from {low} to {high}"
+        try:
+            number = int(value)
+        except (TypeError, ValueError):
+            raise ValueError(wanted) from None
         if (
             isinstance(value, bool)
             or not low <= number <= high
             or str(number) != str(value).strip()
         ):
-            raise ValueError(f"use a whole number from {low} to {high}")
+            raise ValueError(wanted)
         return number
 
     return parse

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Annotated
 
 import typer
@@ -48,6 +49,10 @@ def cleanup(
     finally:
         journal.close()
         provider.close()
+    if not codes:
+        sys.stderr.write(
+            f"cloudput: no unfinished upload to clean up in {target.uri}\n"
+        )
     raise typer.Exit(combine_exit_codes(codes))
 
 

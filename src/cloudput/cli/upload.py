@@ -234,7 +234,8 @@ def upload(
         _selection(include, exclude, follow_symlinks),
         notice=None if quiet else _notice,
     )
-    source_set.check()
+    if not source_set.check() and not quiet:
+        _notice("no file to upload: the sources and filters select none")
     pool = provider_pool(options)
     try:
         limits = _preflight(
