@@ -287,11 +287,6 @@ def test_bc26_b_upload_part_denied_exits_5_in_one_line_and_resume_finishes(
     assert s3.incomplete("clip.bin") == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="src/cloudput/engine/runner.py: _acquire_budget does not look at `failed` "
-    "once it got the budget, so the part after a refused one is still sent",
-)
 def test_bc26_b_no_part_is_sent_after_a_part_was_denied(
     s3: Backend, s3_proxy: FaultProxy, tmp_path: Path
 ) -> None:

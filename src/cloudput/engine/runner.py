@@ -902,9 +902,18 @@ class Engine:
         return receipts
 
     def _acquire_budget(self, failed: threading.Event | None = None) -> bool:
+        """Take a slot of the budget; False (holding none) once the run is stopped or
+        a part of this upload failed, also when the slot came free because it did."""
+
+        def stopped() -> bool:
+            return self.stop.is_set() or (failed is not None and failed.is_set())
+
         while not self._budget.acquire(timeout=0.2):
-            if self.stop.is_set() or (failed is not None and failed.is_set()):
+            if stopped():
                 return False
+        if stopped():
+            self._budget.release()
+            return False
         return True
 
     def _send_part_released(
