@@ -47,12 +47,8 @@ def print_plan(
             continue
         files += 1
         total_bytes += size_bytes
-        if plan.raised_from_bytes and not quiet:
-            sys.stderr.write(
-                f"cloudput: WARNING: {job.source_path}: part size raised from "
-                f"{plan.raised_from_bytes:,} to {plan.part_size_bytes:,} bytes to stay "
-                f"within {limits.max_parts:,} parts\n"
-            )
+        if not quiet:
+            warn_about_plan(job.source_path, plan, limits)
         _show(job, plan, as_json)
     if not quiet:
         sys.stderr.write(
@@ -61,6 +57,24 @@ def print_plan(
             "nothing was sent\n"
         )
     return combine_exit_codes(sorted(codes))
+
+
+def warn_about_plan(name: str, plan: Plan, limits: ProviderLimits) -> None:
+    """Tell on stderr where the plan is not what was asked: a part size raised to stay
+    within the part limit, or parts for a file below the multipart threshold."""
+    if plan.over_single_limit:
+        sys.stderr.write(
+            f"cloudput: WARNING: {name}: {plan.size_bytes:,} bytes is above the "
+            f"{limits.max_single_size_bytes:,}-byte maximum of a single request on "
+            f"{limits.name}, so it goes in parts although it is below the multipart "
+            "threshold\n"
+        )
+    if plan.raised_from_bytes:
+        sys.stderr.write(
+            f"cloudput: WARNING: {name}: part size raised from "
+            f"{plan.raised_from_bytes:,} to {plan.part_size_bytes:,} bytes to stay "
+            f"within {limits.max_parts:,} parts\n"
+        )
 
 
 def _size_of(job: Job) -> int:

@@ -22,7 +22,7 @@ from cloudput.cli.transfer import provider_pool, run_engine
 from cloudput.engine.plan import check_part_size
 from cloudput.engine.runner import ProviderPool, TransferOptions
 from cloudput.engine.sources import Selection, SourceSet
-from cloudput.errors import ConfigError, NotSupportedError, UsageError
+from cloudput.errors import ConfigError, NotSupportedError, TransientError, UsageError
 from cloudput.keys import Target, parse_target
 from cloudput.providers.base import (
     ObjectSpec,
@@ -296,8 +296,22 @@ def _preflight(
     if part_size_bytes is not None:
         _check_part_size(part_size_bytes, provider.limits, from_flag=flag is not None)
     if check_bucket:
-        provider.check_bucket(target)
+        try:
+            provider.check_bucket(target)
+        except TransientError as exc:
+            exc.hint = _hint_before_journal(exc.hint)
+            raise
     return provider.limits
+
+
+def _hint_before_journal(hint: str | None) -> str:
+    """The hint of a failure before anything was journaled: `resume` has nothing to
+    continue then, so the way on is the same command again."""
+    again = "run the same command again: nothing was sent or journaled"
+    if hint and "resume" in hint:
+        head = hint.split("then `cloudput resume", 1)[0].rstrip(", ")
+        return f"{head}, then {again}" if head and head != hint else again
+    return f"{hint}; {again}" if hint else again
 
 
 def _sample_spec(target: Target, options: TransferOptions) -> ObjectSpec:

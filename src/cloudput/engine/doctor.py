@@ -197,5 +197,19 @@ def diagnose(provider_name: str, provider: Provider, bucket: str | None) -> list
             *checks,
             Check(provider_name, "credentials", "fail", str(exc), exc.exit_code),
         ]
-    checks += check_endpoint(provider_name, endpoint)
+    reached = check_endpoint(provider_name, endpoint)
+    checks += reached
+    if any(c.name == "endpoint" and c.status == "fail" for c in reached):
+        # Nothing answers there, so no request can say anything about the
+        # credentials or the bucket: not checked, rather than blamed.
+        return checks + _not_reached(provider_name, bucket)
     return checks + check_access(provider_name, provider, bucket)
+
+
+def _not_reached(provider_name: str, bucket: str | None) -> list[Check]:
+    """The access checks, skipped because the endpoint does not answer."""
+    why = "not checked: the endpoint does not answer"
+    checks = [Check(provider_name, "credentials", "skip", why)]
+    if bucket is not None:
+        checks.append(Check(provider_name, "bucket", "skip", why))
+    return checks

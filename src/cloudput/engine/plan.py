@@ -25,6 +25,9 @@ class Plan:
     size_bytes: int
     part_size_bytes: int
     raised_from_bytes: int | None = None  # the part size asked for, when it had to grow
+    # True when the file is below the multipart threshold but above the provider's
+    # largest single request, so it goes in parts anyway.
+    over_single_limit: bool = False
 
     @property
     def part_count(self) -> int:
@@ -90,14 +93,18 @@ def make_plan(
     """
     if part_size_bytes is not None:
         check_part_size(part_size_bytes, limits)
-    if no_multipart or size_bytes < threshold_bytes or size_bytes == 0:
-        if size_bytes > limits.max_single_size_bytes:
-            raise UsageError(
-                f"{size_bytes:,} bytes is above the {limits.max_single_size_bytes:,}-byte "
-                f"maximum of a single request on {limits.name}",
-                hint="drop --no-multipart",
-            )
-        return Plan("single", size_bytes, max(size_bytes, 1))
+    _check_object_size(size_bytes, limits)
+    too_big_for_one = size_bytes > limits.max_single_size_bytes
+    if no_multipart and too_big_for_one:
+        raise UsageError(
+            f"{size_bytes:,} bytes is above the {limits.max_single_size_bytes:,}-byte "
+            f"maximum of a single request on {limits.name}",
+            hint="drop --no-multipart",
+        )
+    if not too_big_for_one and (
+        no_multipart or size_bytes < threshold_bytes or size_bytes == 0
+    ):
+        return Plan("single", size_bytes, size_bytes)
     asked = part_size_bytes or limits.default_part_size_bytes
     size = _grow_to_fit(asked, size_bytes, limits)
     return Plan(
@@ -105,7 +112,24 @@ def make_plan(
         size_bytes,
         size,
         raised_from_bytes=asked if size != asked else None,
+        over_single_limit=size_bytes < threshold_bytes,
     )
+
+
+def _check_object_size(size_bytes: int, limits: ProviderLimits) -> None:
+    """Refuse a file above the largest object, where that is the single-request limit.
+
+    A resumable session (GCS) makes one object no larger than one request may (5 TiB),
+    so a larger file cannot go in chunks either; on S3 and Azure parts carry what one
+    request cannot.
+    """
+    if limits.strategy != "resumable":
+        return
+    if size_bytes > limits.max_single_size_bytes:
+        raise UsageError(
+            f"{size_bytes:,} bytes is above the {limits.max_single_size_bytes:,}-byte "
+            f"maximum of an object on {limits.name}"
+        )
 
 
 def _grow_to_fit(part_size_bytes: int, size_bytes: int, limits: ProviderLimits) -> int:

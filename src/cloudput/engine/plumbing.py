@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from cloudput.engine.plan import DEFAULT_MULTIPART_THRESHOLD_BYTES, make_plan
+from cloudput.engine.plan import DEFAULT_MULTIPART_THRESHOLD_BYTES, Plan, make_plan
 from cloudput.engine.runner import ProviderPool, spec_of
 from cloudput.errors import (
     CloudputError,
@@ -36,6 +36,7 @@ from cloudput.providers.base import (
     PartSpec,
     PresignedRequest,
     Provider,
+    ProviderLimits,
     Receipt,
     Verified,
 )
@@ -140,6 +141,7 @@ def init_upload(
         threshold_bytes=request.threshold_bytes,
         no_multipart=request.no_multipart,
     )
+    _note_plan(request, plan, provider.limits)
     record = _new_record(provider, request, plan.strategy, plan.part_size_bytes)
     record = record.with_changes(part_count=plan.part_count)
     provider.check_bucket(request.target)
@@ -150,6 +152,29 @@ def init_upload(
     journal.add(record)
     log.info("upload %s initiated for an outside uploader: %s", record.id, record.uri)
     return Initiated(record, plan_parts(record))
+
+
+def _note_plan(request: InitRequest, plan: Plan, limits: ProviderLimits) -> None:
+    """Warn (stderr) where the plan differs from what was asked, as ``upload
+    --dry-run`` does: parts below the threshold, or a raised part size."""
+    name = request.target.uri
+    if plan.over_single_limit:
+        log.warning(
+            "%s: %s bytes is above the %s-byte maximum of a single request on %s, "
+            "so it goes in parts although it is below the multipart threshold",
+            name,
+            f"{plan.size_bytes:,}",
+            f"{limits.max_single_size_bytes:,}",
+            limits.name,
+        )
+    if plan.raised_from_bytes:
+        log.warning(
+            "%s: part size raised from %s to %s bytes to stay within %s parts",
+            name,
+            f"{plan.raised_from_bytes:,}",
+            f"{plan.part_size_bytes:,}",
+            f"{limits.max_parts:,}",
+        )
 
 
 def _check_init(request: InitRequest) -> None:
