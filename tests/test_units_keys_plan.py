@@ -30,6 +30,7 @@ from cloudput.journal import (
 from cloudput.keys import MAX_KEY_BYTES, check_key, key_from_relative_path, parse_target
 from cloudput.providers.s3 import S3_LIMITS
 from cloudput.units import format_size, parse_duration, parse_size
+from tests.helpers import run_cli
 
 MIB = 1024 * 1024
 GIB = 1024 * MIB
@@ -397,3 +398,30 @@ def test_utc_now_and_ids_have_fixed_shapes() -> None:
     assert utc_now().endswith("Z") and "T" in utc_now()
     ids = {new_upload_id() for _ in range(100)}
     assert len(ids) == 100 and {len(i) for i in ids} == {12}
+
+
+def test_list_and_show_mark_in_progress_of_a_gone_process_interrupted(
+    tmp_path: Path,
+) -> None:
+    """CONTRACT: in_progress means a live process is sending it. A record left
+    in_progress by a killed process reads as interrupted (in the journal too); one a
+    live process holds stays in_progress."""
+    path = tmp_path / "journal.db"
+    journal = Journal.open(path)
+    journal.add(_record("aaaaaaaaaaaa", status="in_progress"))
+    journal.add(_record("bbbbbbbbbbbb", status="in_progress"))
+    assert journal.hold("aaaaaaaaaaaa")  # a live sender of the first one
+    try:
+        listed = run_cli(["list", "--json", "--journal", str(path)])
+        assert listed.code == 0, listed.stderr
+        status = {row["id"]: row["status"] for row in listed.json_lines()}
+        assert status == {"aaaaaaaaaaaa": "in_progress", "bbbbbbbbbbbb": "interrupted"}
+        gone = run_cli(["list", "--status", "interrupted", "--journal", str(path)])
+        assert "bbbbbbbbbbbb" in gone.stdout and "aaaaaaaaaaaa" not in gone.stdout
+        assert journal.get("bbbbbbbbbbbb").error_code == "process_gone"
+    finally:
+        journal.release("aaaaaaaaaaaa")
+    shown = run_cli(["show", "aaaaaaaaaaaa", "--json", "--journal", str(path)])
+    assert shown.code == 0, shown.stderr
+    assert shown.json_lines()[0]["status"] == "interrupted"
+    journal.close()

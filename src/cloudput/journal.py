@@ -389,6 +389,29 @@ class Journal:
         self.release(upload_id)
         return False
 
+    def settle_orphans(self, records: list[UploadRecord]) -> list[UploadRecord]:
+        """The records with each ``in_progress`` one whose process is gone (killed,
+        crashed, the machine rebooted) marked ``interrupted``, in the journal too: only
+        a live process's upload is in progress. The check takes the upload's hold for
+        a moment, so a process starting it then finds it held and passes it over."""
+        settled = []
+        for record in records:
+            if record.status == "in_progress" and self.hold(record.id):
+                try:
+                    current = self.get(record.id)
+                    if current.status == "in_progress":
+                        self.update(
+                            record.id,
+                            status="interrupted",
+                            error_code="process_gone",
+                            error_message="the process sending it stopped",
+                        )
+                    record = self.get(record.id)
+                finally:
+                    self.release(record.id)
+            settled.append(record)
+        return settled
+
     def _lock_path(self, upload_id: str) -> str:
         return os.path.join(self._locks_dir, f"{upload_id}.lock")
 

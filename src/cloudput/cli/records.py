@@ -48,6 +48,8 @@ def list_uploads(
                     f"{data['id']}  {data['name']}  {data['url']}"
                 )
             return
+        if status in (None, "in_progress", "interrupted"):
+            journal.settle_orphans(journal.find("in_progress"))
         records = journal.find(status)
     finally:
         journal.close()
@@ -70,7 +72,7 @@ def show(
     """Show one upload with its parts."""
     journal = open_journal(must_exist=True)
     try:
-        record = journal.get(upload_id)
+        (record,) = journal.settle_orphans([journal.get(upload_id)])
         parts = journal.parts(upload_id)
     finally:
         journal.close()
