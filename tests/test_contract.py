@@ -398,7 +398,22 @@ def _truncate(path: Path) -> None:
     os.truncate(path, path.stat().st_size // 2)
 
 
-CHANGES = {"grown": _append, "rewritten": _rewrite_inside_part_1, "shrunk": _truncate}
+def _delete(path: Path) -> None:
+    path.unlink()
+
+
+def _replace_by_a_directory(path: Path) -> None:
+    path.unlink()
+    path.mkdir()
+
+
+CHANGES = {
+    "grown": _append,
+    "rewritten": _rewrite_inside_part_1,
+    "shrunk": _truncate,
+    "deleted": _delete,
+    "now_a_directory": _replace_by_a_directory,
+}
 
 
 @pytest.mark.crash
@@ -410,7 +425,9 @@ def test_exit_code_is_4_and_nothing_committed_when_the_source_changed_before_res
     change: object,
 ) -> None:
     """BC-11 (a)(b)(c): never spliced; the old upload is cancelled; the object that was
-    at the key before is unchanged."""
+    at the key before is unchanged. A source deleted or replaced by a directory is a
+    change too: failed for good, not interrupted (which `resume --all` retried forever,
+    exit 4 each time)."""
     profile = PROFILES[backend.name]
     backend.put("k.bin", b"the older object")
     source = tmp_path / "k.bin"
@@ -433,6 +450,9 @@ def test_exit_code_is_4_and_nothing_committed_when_the_source_changed_before_res
     assert writes(session_requests(sent)) == []  # no part, no Complete, no block list
     if not profile.keeps_staged_parts_of_existing_object:
         assert backend.incomplete("k.bin") == 0
+    # A cron job's next `resume --all` has nothing left: the failed upload is final.
+    again = run_cli(["resume", "--all"])
+    assert again.code == 0, again.stderr
 
 
 # -- BC-12: zero bytes -------------------------------------------------------------

@@ -46,6 +46,7 @@ from cloudput.errors import (
     IntegrityError,
     InterruptedRunError,
     SourceChangedError,
+    SourceError,
     TransientError,
     UploadGoneError,
     UsageError,
@@ -541,7 +542,24 @@ class Engine:
         )
 
     def _check_source(self, record: UploadRecord) -> None:
-        current = fingerprint(record.source_path)
+        try:
+            current = fingerprint(record.source_path)
+        except SourceError as exc:
+            if os.path.isfile(record.source_path):
+                raise  # there but unreadable now: fix it, then resume
+            # Deleted, moved away or replaced by a directory: nothing to resume from,
+            # and a cron job's `resume --all` must not fail on it every hour.
+            what = (
+                "is no longer a regular file"
+                if os.path.lexists(record.source_path)
+                else "was deleted or moved"
+            )
+            raise SourceChangedError(
+                f"source {record.source_path} {what} since upload {record.id} was "
+                "journaled",
+                hint="the old upload is aborted; run `cloudput upload` again to start "
+                "fresh",
+            ) from exc
         if current != fingerprint_of(record):
             raise SourceChangedError(
                 f"source {record.source_path} changed since upload {record.id} was journaled",
