@@ -17,11 +17,13 @@ from rich.progress import (
     BarColumn,
     DownloadColumn,
     Progress,
+    ProgressColumn,
+    Task,
     TaskID,
     TextColumn,
     TimeRemainingColumn,
-    TransferSpeedColumn,
 )
+from rich.text import Text
 
 from cloudput.engine.runner import NOT_STARTED, Outcome
 from cloudput.errors import UsageError
@@ -217,6 +219,16 @@ class PlainProgress:
         pass
 
 
+class BinaryRateColumn(ProgressColumn):
+    """The transfer rate in the binary units the sizes and the summary use (MiB/s)."""
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        if speed is None:
+            return Text("?", style="progress.data.speed")
+        return Text(f"{format_size(int(speed))}/s", style="progress.data.speed")
+
+
 class RichProgress:
     """A bar per active upload and one overall, on a terminal."""
 
@@ -225,13 +237,19 @@ class RichProgress:
             TextColumn("{task.description}", justify="left"),
             BarColumn(),
             DownloadColumn(binary_units=True),
-            TransferSpeedColumn(),
+            BinaryRateColumn(),
             TimeRemainingColumn(),
             console=console,
             transient=False,
+            # Result lines are stdout's: drawn above the bars only when stdout is the
+            # same terminal, else `upload ... > results.txt` would get none of them.
+            redirect_stdout=_is_terminal(sys.stdout),
         )
         self._lock = threading.Lock()
-        self._tasks: dict[str, TaskID] = {}
+        # upload id -> (its bar, its total); rich's task list is indexed by position,
+        # not by TaskID, once a bar is removed, so totals are kept here.
+        self._tasks: dict[str, tuple[TaskID, int]] = {}
+        self._overall_total = 0
         self._overall = self._progress.add_task("total", total=0)
         self._progress.start()
 
@@ -240,33 +258,32 @@ class RichProgress:
     ) -> None:
         with self._lock:
             name = label if len(label) <= 40 else "…" + label[-39:]
+            total = max(total_bytes, 1)
             task = self._progress.add_task(
-                name,
-                total=max(total_bytes, 1) if total_bytes else 1,
-                completed=min(done_bytes, total_bytes),
+                name, total=total, completed=min(done_bytes, total_bytes)
             )
-            self._tasks[upload_id] = task
-            overall = self._progress.tasks[self._overall]
+            self._tasks[upload_id] = (task, total)
+            self._overall_total += total_bytes
             self._progress.update(
                 self._overall,
-                total=(overall.total or 0) + total_bytes,
+                total=self._overall_total,
                 advance=min(done_bytes, total_bytes),
             )
 
     def bytes_done(self, upload_id: str, count: int) -> None:
         with self._lock:
-            task = self._tasks.get(upload_id)
-            if task is None:
+            entry = self._tasks.get(upload_id)
+            if entry is None:
                 return
-            self._progress.advance(task, count)
+            self._progress.advance(entry[0], count)
             self._progress.advance(self._overall, count)
 
     def upload_finished(self, upload_id: str, status: str) -> None:
         with self._lock:
-            task = self._tasks.pop(upload_id, None)
-            if task is not None:
+            entry = self._tasks.pop(upload_id, None)
+            if entry is not None:
+                task, total = entry
                 if status == "completed":
-                    total = self._progress.tasks[task].total
                     self._progress.update(task, completed=total)
                 self._progress.remove_task(task)
 
@@ -296,6 +313,13 @@ class QuietProgress:
 
     def close(self) -> None:
         pass
+
+
+def _is_terminal(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # replaced or closed stream
+        return False
 
 
 def make_progress(quiet: bool) -> PlainProgress | RichProgress | QuietProgress:
