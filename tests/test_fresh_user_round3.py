@@ -11,7 +11,14 @@ import time
 from pathlib import Path
 
 from tests.backends import Backend
-from tests.helpers import KIB, MIB, cloudput_command, process_env, write_random
+from tests.helpers import (
+    KIB,
+    MIB,
+    cloudput_command,
+    process_env,
+    run_cli,
+    write_random,
+)
 
 
 def run_on_terminal(
@@ -68,3 +75,26 @@ def test_several_files_on_a_terminal_all_report_uploaded(
     assert " MB/s" not in shown and " kB/s" not in shown
     for name in ("a.bin", "b.txt", "c/d.txt", "c/e.txt"):
         assert backend.read("t/" + name) == (site / name).read_bytes()
+
+
+def test_resume_all_without_a_journal_is_nothing_to_do_and_makes_none(
+    clean_env: Path,
+) -> None:
+    """Was: `resume --all` made an empty journal (and exit 9 where it could not,
+    e.g. a read-only home), unlike `list` and `abort --all-failed`."""
+    done = run_cli(["resume", "--all"])
+    assert done.code == 0
+    assert done.stderr == "cloudput: nothing to resume (no journal yet)\n"
+    assert not clean_env.exists() and not clean_env.parent.exists()
+
+
+def test_resume_of_an_id_without_a_journal_names_the_missing_journal(
+    clean_env: Path,
+) -> None:
+    """Was: an empty journal made, then `unknown upload id` (or exit 9 on a read-only
+    directory); `show`, `verify` and `abort` of an id say the journal is not there."""
+    done = run_cli(["resume", "0123456789ab"])
+    assert done.code == 2
+    assert f"no journal at {clean_env}" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert not clean_env.exists()

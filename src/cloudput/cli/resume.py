@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from cloudput.cli import options as shared
-from cloudput.cli.common import open_journal, with_globals
+from cloudput.cli.common import journal_exists, open_journal, with_globals
 from cloudput.cli.options import transfer_options
 from cloudput.cli.transfer import run_engine
 from cloudput.engine.runner import Outcome
@@ -91,7 +91,14 @@ def resume(
         "addressing_style": addressing_style,
     }
     options = transfer_options(flags, no_verify_ssl=no_verify_ssl)
-    journal = open_journal()
+    if take_all and not upload_ids and not journal_exists():
+        # Nothing was ever journaled here: nothing to resume, and no empty journal
+        # made (a cron job's `resume --all` exits 0, as `abort --all-failed` does).
+        if not quiet:
+            sys.stderr.write("cloudput: nothing to resume (no journal yet)\n")
+        raise typer.Exit(EXIT_OK)
+    # An id names a journaled upload: a journal that is not there is a wrong path.
+    journal = open_journal(must_exist=bool(upload_ids))
     try:
         records = select_for_resume(journal, list(upload_ids or []), take_all)
         if not records and not quiet:
