@@ -10,6 +10,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.backends import Backend
 from tests.helpers import (
     KIB,
@@ -98,3 +100,31 @@ def test_resume_of_an_id_without_a_journal_names_the_missing_journal(
     assert f"no journal at {clean_env}" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
     assert not clean_env.exists()
+
+
+def test_result_lines_name_each_source_as_the_journal_does(
+    s3: Backend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Was: `uploaded /abs/site/a.txt` but `skipped site/a.txt` and `failed nothere`
+    in the same run (as typed), so a CI log named one file two ways, and the text line
+    disagreed with --json's and `list`'s source."""
+    write_random(tmp_path / "site" / "a.txt", 100)
+    s3.apply_env(monkeypatch)
+    monkeypatch.chdir(tmp_path)
+    first = run_cli(["upload", "site", s3.uri("p/")])
+    assert first.stdout == f"uploaded {tmp_path}/site/a.txt -> {s3.uri('p/a.txt')}\n"
+
+    again = run_cli(["upload", "site", "nothere", s3.uri("p/"), "--skip-existing"])
+    assert again.code == 4
+    assert sorted(again.stdout.splitlines()) == [
+        f"failed {tmp_path}/nothere -> {s3.uri('p/nothere')}: "
+        "source nothere not found (check the path)",
+        f"skipped {tmp_path}/site/a.txt -> {s3.uri('p/a.txt')}",
+    ]
+    as_json = run_cli(
+        ["upload", "site", "nothere", s3.uri("p/"), "--skip-existing", "--json"]
+    )
+    assert sorted(line["source"] for line in as_json.json_lines()) == [
+        f"{tmp_path}/nothere",
+        f"{tmp_path}/site/a.txt",
+    ]

@@ -6,6 +6,7 @@ Reads records handed to it; never talks to the journal or a provider.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 import time
@@ -79,7 +80,7 @@ def outcome_json(outcome: Outcome) -> dict[str, Any]:
     return {
         "id": None,
         "name": outcome.source_path.rsplit("/", 1)[-1],
-        "source": outcome.source_path,
+        "source": source_of(outcome),
         "mimeType": None,
         "size": None,
         "url": None,
@@ -123,9 +124,18 @@ def _target_of(uri: str) -> Target | None:
         return None
 
 
+def source_of(outcome: Outcome) -> str:
+    """The source as the journal and ``list`` name it (absolute), whatever line the
+    outcome is: a file skipped or refused is not named as typed while an uploaded
+    one is named in full."""
+    if outcome.record is not None and outcome.record.source_path:
+        return outcome.record.source_path
+    return os.path.abspath(outcome.source_path) if outcome.source_path else ""
+
+
 def outcome_line(outcome: Outcome) -> str:
     """One line per upload: ``uploaded SOURCE -> URI``, ``skipped ...``, ``failed ...``."""
-    arrow = f"{outcome.source_path} -> {outcome.uri}"
+    arrow = f"{source_of(outcome)} -> {outcome.uri}"
     if outcome.status == "completed":
         if outcome.message:
             return f"completed {arrow} ({outcome.message})"
