@@ -128,3 +128,36 @@ def test_result_lines_name_each_source_as_the_journal_does(
         f"{tmp_path}/nothere",
         f"{tmp_path}/site/a.txt",
     ]
+
+
+def test_unusable_google_application_credentials_is_named_not_asked_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Was: `no Google credentials found (set GOOGLE_APPLICATION_CREDENTIALS ...)`
+    while it was set, to a file that is not there."""
+    write_random(tmp_path / "f.txt", 10)
+    missing = tmp_path / "nokey.json"
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(missing))
+    done = run_cli(["upload", tmp_path / "f.txt", "gs://some-bucket/k"])
+    assert done.code == 5
+    assert done.stderr == (
+        f"cloudput: error: GOOGLE_APPLICATION_CREDENTIALS is set to '{missing}', "
+        "which is not a readable credentials file (point it at a service-account "
+        "key or the file `gcloud auth application-default login` writes, or unset "
+        "it)\n"
+    )
+
+
+def test_no_google_credentials_off_gce_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Was: google-auth's own WARNING about the metadata server came first, so the
+    error was two lines."""
+    write_random(tmp_path / "f.txt", 10)
+    monkeypatch.delenv("NO_GCE_CHECK", raising=False)
+    monkeypatch.setenv("GCE_METADATA_HOST", "127.0.0.1:9")  # nothing listens
+    monkeypatch.setenv("GCE_METADATA_IP", "127.0.0.1:9")
+    done = run_cli(["upload", tmp_path / "f.txt", "gs://some-bucket/k"])
+    assert done.code == 5
+    assert done.stderr.startswith("cloudput: error: no Google credentials found (")
+    assert len(done.stderr.splitlines()) == 1, done.stderr

@@ -6,6 +6,7 @@ retries (the engine does) and never puts a session URL into a message or a log l
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -14,7 +15,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, BinaryIO
@@ -796,13 +797,41 @@ def load_credentials() -> Credentials:
     raw = os.environ.get("GCP_SERVICE_ACCOUNT_JSON", "").strip()
     if raw:
         return _service_account_credentials(raw)
+    key_file = os.environ.get("GOOGLE_APPLICATION_CREDENTIALS", "").strip()
     try:
-        credentials, _ = google.auth.default(scopes=[STORAGE_SCOPE])
+        with _quiet_default_chain():
+            credentials, _ = google.auth.default(scopes=[STORAGE_SCOPE])
         return credentials
     except google.auth.exceptions.DefaultCredentialsError:
+        if key_file:
+            # Set but unusable: telling the user to set it would not help. from None:
+            # the parser's message may quote the file's content.
+            raise CredentialsError(
+                f"GOOGLE_APPLICATION_CREDENTIALS is set to {key_file!r}, which is not "
+                "a readable credentials file",
+                hint="point it at a service-account key or the file `gcloud auth "
+                "application-default login` writes, or unset it",
+            ) from None
         raise CredentialsError(
             "no Google credentials found", hint=CREDENTIALS_HINT
         ) from None
+
+
+@contextlib.contextmanager
+def _quiet_default_chain() -> Iterator[None]:
+    """google-auth logs WARNINGs of its own when the metadata server does not answer
+    (not on GCE): the error raised after it says what to do, in one line. Kept when
+    the SDKs' own logs are asked for (-vvv)."""
+    chain_logger = logging.getLogger("google.auth")
+    if chain_logger.isEnabledFor(logging.INFO):
+        yield
+        return
+    previous = chain_logger.level
+    chain_logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        chain_logger.setLevel(previous)
 
 
 def _service_account_credentials(raw: str) -> Credentials:
