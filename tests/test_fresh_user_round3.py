@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.backends import Backend
+from tests.faultproxy import FaultProxy, Match
 from tests.helpers import (
     KIB,
     MIB,
@@ -161,3 +162,35 @@ def test_no_google_credentials_off_gce_is_one_line(
     assert done.code == 5
     assert done.stderr.startswith("cloudput: error: no Google credentials found (")
     assert len(done.stderr.splitlines()) == 1, done.stderr
+
+
+def test_closing_line_counts_the_files_a_stopped_run_never_took(
+    s3: Backend, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Was: `4 files: 2 uploaded, 0 skipped, 2 not done` then `11 files not started`
+    for a tree of 13: the files the walk reached after --max-duration were left out
+    of the closing line."""
+    tree = tmp_path / "tree"
+    for number in range(13):
+        write_random(tree / f"f{number:02d}.txt", 50)
+    args = ["upload", tree, s3.uri("p/"), "--concurrency", "1", "--max-duration", "1s"]
+    with FaultProxy(s3.endpoint) as proxy:
+        proxy.delay(Match(method="PUT"), 0.4, times=None)
+        for name, value in s3.routed_through(proxy.url).items():
+            monkeypatch.setenv(name, value)
+        first = run_cli(args)
+
+    assert first.code == 7, first.stderr
+    reported = first.stdout.splitlines()
+    assert len(reported) < 13  # some files were never taken: what this is about
+    uploaded = sum(line.startswith("uploaded ") for line in reported)
+    lines = first.stderr.splitlines()
+    (closing,) = [line for line in lines if line.startswith("cloudput: 13 files: ")]
+    assert closing.startswith(f"cloudput: 13 files: {uploaded} uploaded ("), (
+        first.stderr
+    )
+    assert closing.endswith(
+        f"0 skipped, {13 - uploaded} not done (max_duration: {13 - uploaded})"
+    ), closing
+    (not_started,) = [line for line in lines if " files not started " in line]
+    assert int(not_started.split()[1]) <= 13 - uploaded

@@ -39,6 +39,12 @@ class RunSummary:
             reason = outcome.error.code if outcome.error is not None else outcome.status
             self.failures[reason] += 1
 
+    def add_not_started(self, count: int, reason: str) -> None:
+        """Files the run stopped before it took them (never an outcome): still files
+        of this run, and not done."""
+        self.statuses["not started"] += count
+        self.failures[reason] += count
+
     def line(self) -> str:
         """``N files: A uploaded (B, T, R/s), S skipped, F failed (reason: n, ...)``."""
         elapsed_s = max(self._clock() - self._started, 1e-6)

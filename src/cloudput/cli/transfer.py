@@ -102,6 +102,9 @@ def run_engine(
         engine.close()
         pool.close()
         progress.close()
+    if engine.unstarted and stop.error is not None:
+        # Counted in the closing line too: it names every file of the run.
+        summary.add_not_started(engine.unstarted, stop.error.code)
     if not quiet:
         summary.write(sys.stderr)
     if stop.is_set() and isinstance(stop.error, InterruptedRunError):
