@@ -194,3 +194,17 @@ def test_closing_line_counts_the_files_a_stopped_run_never_took(
     ), closing
     (not_started,) = [line for line in lines if " files not started " in line]
     assert int(not_started.split()[1]) <= 13 - uploaded
+
+
+def test_doctor_in_a_ci_log_shows_each_detail_whole(
+    azure: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Was: stdout not a terminal, rich cut the table at 80 columns, so the Azure
+    endpoint read `http://127.0.0.1:PORT/devstoreac…`."""
+    azure.apply_env(monkeypatch)
+    done = run_cli(["doctor", "azure", "--bucket", azure.bucket])
+    assert done.code == 0, done.stdout
+    endpoint = next(line for line in done.stdout.splitlines() if " endpoint " in line)
+    assert f"{azure.endpoint}/devstoreaccount1/ answers (HTTP " in endpoint, endpoint
+    assert "…" not in done.stdout
+    assert f"{azure.bucket} exists" in done.stdout

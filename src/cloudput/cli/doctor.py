@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from cloudput.cli.common import provider_factory, settings, with_globals
 from cloudput.cli.render import emit
@@ -17,6 +18,8 @@ from cloudput.engine.doctor import Check, diagnose, is_configured
 from cloudput.errors import EXIT_CONFIG, UsageError, combine_exit_codes
 
 PROVIDERS = ("s3", "gcs", "azure")
+#: The width of the table when stdout is not a terminal: wide enough for any detail.
+NO_TERMINAL_WIDTH = 400
 Opt = typer.Option
 
 
@@ -81,13 +84,19 @@ def _print(checks: list[Check], as_json: bool) -> None:
                 }
             )
         return
-    table = Table("provider", "check", "status", "detail", box=None)
+    table = Table("provider", "check", "status", box=None)
+    table.add_column("detail", overflow="fold")  # folded, never cut with an ellipsis
     styles = {"ok": "green", "warn": "yellow", "fail": "red", "skip": "dim"}
     for check in checks:
         table.add_row(
             check.provider,
             check.name,
-            f"[{styles[check.status]}]{check.status}[/]",
-            check.detail,
+            Text(check.status, style=styles[check.status]),
+            Text(check.detail),  # an error's text, never markup
         )
-    Console(soft_wrap=True).print(table)
+    console = Console(soft_wrap=True)
+    if not console.is_terminal:
+        # A CI log or a pipe has no width: a detail (an endpoint, an error) is never
+        # cut to 80 columns with an ellipsis.
+        console = Console(soft_wrap=True, width=NO_TERMINAL_WIDTH)
+    console.print(table)
