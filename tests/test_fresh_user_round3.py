@@ -208,3 +208,18 @@ def test_doctor_in_a_ci_log_shows_each_detail_whole(
     assert f"{azure.endpoint}/devstoreaccount1/ answers (HTTP " in endpoint, endpoint
     assert "…" not in done.stdout
     assert f"{azure.bucket} exists" in done.stdout
+
+
+def test_a_file_name_with_brackets_is_shown_as_named_on_a_terminal(
+    s3: Backend, tmp_path: Path
+) -> None:
+    """Was: the bars read file names as rich markup: `[red]z.txt` showed as a red
+    `z.txt`, `[@click=x(]a.txt` as `a.txt`."""
+    tree = tmp_path / "mk"
+    write_random(tree / "[bold]z.txt", 10)
+    code, stdout, shown = run_on_terminal(
+        ["upload", tree, s3.uri("mk/"), "--bwlimit", "1KiB"], s3.env
+    )
+    assert code == 0, shown
+    assert "[bold]z.txt" in shown
+    assert s3.read("mk/[bold]z.txt") == (tree / "[bold]z.txt").read_bytes()

@@ -244,7 +244,7 @@ class RichProgress:
 
     def __init__(self, console: Console):
         self._progress = Progress(
-            TextColumn("{task.description}", justify="left"),
+            TextColumn("{task.description}", justify="left", markup=False),
             BarColumn(),
             DownloadColumn(binary_units=True),
             BinaryRateColumn(),
