@@ -103,10 +103,28 @@ class RetryPolicy:
     log: logging.Logger
 
     def call(self, what: str, call: Callable[..., T], *args: Any) -> T:
-        """``call(*args)`` under this policy; ``what`` names it in logs and errors."""
+        """``call(*args)`` under this policy; ``what`` names it in logs and errors.
+
+        The first attempt is made without a tenacity controller (most calls succeed
+        at once, and one costs more to build than a small file's journal work); a
+        failure is handed to one as its first attempt, so waits, logs and attempt
+        counts are the controller's alone.
+        """
+        try:
+            return call(*args)
+        except Exception as exc:
+            first: Exception | None = exc
+
+        def attempt() -> T:
+            nonlocal first
+            if first is not None:
+                failed, first = first, None
+                raise failed
+            return call(*args)
+
         retrying = self._retrying(what)
         try:
-            return retrying(call, *args)
+            return retrying(attempt)
         except (UploadGoneError, PresignExpiredError):
             raise
         except TransientError as exc:
