@@ -18,8 +18,11 @@ from tests.helpers import (
     KIB,
     MIB,
     cloudput_command,
+    kill_after_parts,
+    only_record,
     process_env,
     run_cli,
+    start_cloudput,
     write_random,
 )
 
@@ -223,3 +226,28 @@ def test_a_file_name_with_brackets_is_shown_as_named_on_a_terminal(
     assert code == 0, shown
     assert "[bold]z.txt" in shown
     assert s3.read("mk/[bold]z.txt") == (tree / "[bold]z.txt").read_bytes()
+
+
+def test_cleanup_with_nothing_old_enough_says_which_age_it_looked_for(
+    gcs: Backend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Was: `no unfinished upload to clean up` while one was there, younger than the
+    default --older-than 1d, so the user thought there was none."""
+    source = tmp_path / "big.bin"
+    write_random(source, 2 * MIB)
+    gcs.apply_env(monkeypatch)
+    process = start_cloudput(
+        ["upload", source, gcs.uri("p/big.bin"), "--part-size", "256KiB",
+         "--multipart-threshold", "256KiB",
+         "--concurrency", "1", "--bwlimit", "256KiB"],
+        gcs.env,
+    )  # fmt: skip
+    kill_after_parts(process, 1)
+    done = run_cli(["cleanup", gcs.uri("p/")])
+    assert done.code == 0
+    assert done.stdout == ""
+    assert done.stderr == (
+        f"cloudput: no unfinished upload to clean up in {gcs.uri('p/')} "
+        "(none started over 1d ago; --older-than sets the age)\n"
+    )
+    assert only_record().status in ("interrupted", "in_progress")

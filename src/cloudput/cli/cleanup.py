@@ -50,8 +50,10 @@ def cleanup(
         journal.close()
         provider.close()
     if not codes:
+        # Younger unfinished uploads may be there, left alone on purpose: say so.
         sys.stderr.write(
-            f"cloudput: no unfinished upload to clean up in {target.uri}\n"
+            f"cloudput: no unfinished upload to clean up in {target.uri} (none "
+            f"started over {older_than} ago; --older-than sets the age)\n"
         )
     raise typer.Exit(combine_exit_codes(codes))
 
