@@ -8,6 +8,7 @@ name: where the providers differ, the difference is data in PROFILES.
 from __future__ import annotations
 
 import base64
+import hashlib
 import os
 import re
 import signal
@@ -18,17 +19,21 @@ from pathlib import Path
 
 import pytest
 
+from cloudput.engine.existing import WHOLE_MD5_METADATA
+from cloudput.journal import Journal
 from cloudput.providers.azure import AZURE_LIMITS
 from cloudput.providers.gcs import GCS_LIMITS
 from cloudput.providers.s3 import S3_LIMITS
 from tests.backends import Backend, fresh_bucket_name
-from tests.faultproxy import FaultProxy, Match, RecordedRequest, RequestHead
+from tests.faultproxy import FaultProxy, Match, RecordedRequest, RequestHead, Rule
 from tests.helpers import (
     FAST_RETRY_ENV,
     MIB,
     CliResult,
+    journal_path,
     only_record,
     run_cli,
+    run_cloudput,
     sha256_file,
     sha256_of,
     start_cloudput,
@@ -490,6 +495,43 @@ def test_zero_byte_file_goes_up_in_one_request(
     assert (record["status"], record["size"], record["parts"]) == ("completed", 0, 1)
     assert only_record().status == "completed"
     assert sha256_file(source) == sha256_of(b"")
+
+
+def test_a_single_request_upload_is_journaled_and_held_before_its_body_is_sent(
+    backend: Backend, tmp_path: Path
+) -> None:
+    """A small file's record is committed in progress, and held by the sending
+    process, before its one request leaves; completed (with the whole file's MD5
+    noted for --skip-existing) only after the provider's answer."""
+    source = tmp_path / "small.bin"
+    write_random(source, 70_000)
+    seen: list[tuple[str, list[tuple[str, bool]]]] = []
+
+    def journal_now(head: RequestHead) -> bool:
+        if head.method.upper() in ("PUT", "POST"):
+            journal = Journal.open(journal_path())
+            try:
+                state = [
+                    (r.status, journal.is_held_elsewhere(r.id)) for r in journal.find()
+                ]
+            finally:
+                journal.close()
+            seen.append((head.method, state))
+        return False  # only looks: the request is forwarded untouched
+
+    with FaultProxy(backend.endpoint) as proxy:
+        proxy.add_rule(Rule(Match(where=journal_now), "look", {}, times=None))
+        result = run_cloudput(
+            ["upload", source, backend.uri("s/small.bin")],
+            backend.routed_through(proxy.url),
+        )
+
+    assert result.code == 0, result.stderr
+    assert [state for _, state in seen] == [[("in_progress", True)]], seen
+    record = only_record()
+    assert record.status == "completed"
+    whole_md5 = base64.b64encode(hashlib.md5(source.read_bytes()).digest()).decode()
+    assert record.metadata.get(WHOLE_MD5_METADATA) == whole_md5
 
 
 # -- faults on a part, on every provider (BC-18, BC-29) ----------------------------

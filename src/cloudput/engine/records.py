@@ -98,14 +98,25 @@ class RecordKeeper:
         self.notice = notice
 
     def record_for(
-        self, job: Job, digests: LocalDigests | None = None
-    ) -> UploadRecord | None:
+        self,
+        job: Job,
+        digests: LocalDigests | None = None,
+        current: Fingerprint | None = None,
+    ) -> tuple[UploadRecord, bool] | None:
         """Continue an unfinished upload of this source and target, or journal a new
         one; either way the record comes back held by this process (None: another
-        process holds it). The choice is made under a per-(source, target) lock so two
-        runs of the same command never start two uploads of one file."""
+        process holds it), with True when it is new. The choice is made under a
+        per-(source, target) lock so two runs of the same command never start two
+        uploads of one file.
+
+        A new record is journaled ``in_progress``, held from before it is written:
+        no other process can have read or changed it, so the caller needs neither
+        to read it again nor to mark it in progress. ``current``: the source's
+        fingerprint if the caller just took it.
+        """
         source_path = os.path.abspath(job.source_path)
-        current = fingerprint(source_path)
+        if current is None:
+            current = fingerprint(source_path)
         with self.journal.key_lock(f"{source_path}\0{job.target.uri}"):
             for old in self.journal.find_unfinished(
                 source_path, job.target.uri, self.options.endpoint_url
@@ -118,11 +129,16 @@ class RecordKeeper:
                 if fingerprint_of(old) == current:
                     self._note_kept_plan(old)
                     self.notice(f"continuing upload {old.id} of {job.source_path}")
-                    return old
+                    return old, False
                 self._replace_changed(old, job)
-            record = self.new_record(job, source_path, current, digests)
-            self.journal.hold(record.id)
-            return record
+            record = self._planned(job, source_path, current, digests, "in_progress")
+            self.journal.hold(record.id)  # a fresh id: no other process holds it
+            try:
+                self.journal.add(record)
+            except BaseException:
+                self.journal.release(record.id, finished=True)
+                raise
+            return record, True
 
     def fail_changed(self, record: UploadRecord, exc: SourceChangedError) -> None:
         """Mark an upload whose source changed as failed, aborting its session at the
@@ -157,6 +173,19 @@ class RecordKeeper:
         status: str = "initiated",
     ) -> UploadRecord:
         """Plan the upload of ``job`` and journal its record (not held)."""
+        record = self._planned(job, source_path, current, digests, status)
+        self.journal.add(record)
+        return record
+
+    def _planned(
+        self,
+        job: Job,
+        source_path: str,
+        current: Fingerprint,
+        digests: LocalDigests | None,
+        status: str,
+    ) -> UploadRecord:
+        """The record of a new upload of ``job``, planned and checked (not journaled)."""
         provider = self.providers.get(
             job.target.provider, self.options.endpoint_url, self.options.region
         )
@@ -166,7 +195,6 @@ class RecordKeeper:
             metadata=self._metadata_for(plan.strategy, digests)
         )
         check_object_options(spec_of(record), provider.limits)
-        self.journal.add(record)
         return record
 
     def _replace_changed(self, old: UploadRecord, job: Job) -> None:

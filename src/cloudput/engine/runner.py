@@ -301,7 +301,7 @@ class Engine:
     def _upload_job(self, job: Job) -> Outcome:
         if job.error is not None:
             raise job.error
-        self._check_policy(job)
+        current: Fingerprint | None = self._check_policy(job)
         if self.stop.is_set():
             return self._stopped_before_start(job)
         digests: LocalDigests | None = None
@@ -309,8 +309,9 @@ class Engine:
             skipped, digests = self._check_existing(job)
             if skipped is not None:
                 return skipped
-        record = self.records.record_for(job, digests)
-        if record is None:
+            current = None  # stat again: the lookup took a request's time
+        chosen = self.records.record_for(job, digests, current)
+        if chosen is None:
             return Outcome(
                 job.source_path,
                 job.target.uri,
@@ -318,13 +319,16 @@ class Engine:
                 exit_code=EXIT_RESUMABLE,
                 message="held by another cloudput process",
             )
-        return self._transfer(record, resuming=False)
+        record, is_new = chosen
+        return self._transfer(record, resuming=False, is_new=is_new)
 
-    def _check_policy(self, job: Job) -> None:
-        """Refuse a source against the policy before anything is journaled or sent."""
-        size_bytes = fingerprint(job.source_path).size_bytes
+    def _check_policy(self, job: Job) -> Fingerprint:
+        """Refuse a source against the policy before anything is journaled or sent;
+        return its fingerprint."""
+        current = fingerprint(job.source_path)
         mime = self.options.content_type or guess_content_type(job.source_path)
-        self.options.policy.check(job.source_path, size_bytes, mime)
+        self.options.policy.check(job.source_path, current.size_bytes, mime)
+        return current
 
     def _stopped_before_start(self, job: Job) -> Outcome:
         error = self.stop.error or InterruptedRunError(130)
@@ -444,7 +448,11 @@ class Engine:
 
     # ----- transferring -----------------------------------------------------------
 
-    def _transfer(self, record: UploadRecord, resuming: bool) -> Outcome:
+    def _transfer(
+        self, record: UploadRecord, resuming: bool, is_new: bool = False
+    ) -> Outcome:
+        """Send a record under its hold. ``is_new``: ``record_for`` journaled it just
+        now, in progress and held from the start, so it is not read again."""
         if not self.journal.hold(record.id):
             self.subscriber.notice(
                 f"{record.id} ({record.uri}) is held by another process"
@@ -459,13 +467,14 @@ class Engine:
             )
         outcome: Outcome | None = None
         try:
-            # Read again under the hold: another process may have finished it
-            # between our reading the record and taking the hold.
-            record = self.journal.get(record.id)
+            if not is_new:
+                # Read again under the hold: another process may have finished it
+                # between our reading the record and taking the hold.
+                record = self.journal.get(record.id)
             if record.status not in UNFINISHED:
                 outcome = self._finished_elsewhere(record)
             else:
-                outcome = self._transfer_held(record)
+                outcome = self._transfer_held(record, is_new)
             return outcome
         finally:
             finished = outcome is not None and outcome.status == "completed"
@@ -486,9 +495,9 @@ class Engine:
             record.source_path, record.uri, "failed", record, error, error.exit_code
         )
 
-    def _transfer_held(self, record: UploadRecord) -> Outcome:
+    def _transfer_held(self, record: UploadRecord, is_new: bool) -> Outcome:
         try:
-            verified = self._start_sending(record)
+            record, verified = self._start_sending(record, is_new)
         except SourceChangedError as exc:
             self.records.fail_changed(self.journal.get(record.id), exc)
             return self._outcome_failed(record, exc, "failed")
@@ -503,11 +512,18 @@ class Engine:
             raise
         return self._finish(record, verified)
 
-    def _start_sending(self, record: UploadRecord) -> Verified:
-        self._check_source(record)
-        self.journal.update(
-            record.id, status="in_progress", error_code=None, error_message=None
-        )
+    def _start_sending(
+        self, record: UploadRecord, is_new: bool
+    ) -> tuple[UploadRecord, Verified]:
+        """Mark the record in progress and send it; return it as journaled (a single
+        request's whole-file MD5 not yet written: ``_finish`` writes it) and what the
+        provider confirmed. A new record is journaled in progress already, its source
+        stat'ed just before (the reader checks the source again as it reads)."""
+        if not is_new:
+            self._check_source(record)
+            record = self.journal.updated(
+                record, status="in_progress", error_code=None, error_message=None
+            )
         log.info(
             "upload %s: %s -> %s (%d bytes)",
             record.id,
@@ -567,7 +583,8 @@ class Engine:
             )
 
     def _finish(self, record: UploadRecord, verified: Verified) -> Outcome:
-        completed_at = utc_now()
+        """Journal the upload completed (with its metadata, which may carry the
+        whole-file MD5 noted while sending) and its attachment, in one transaction."""
         attachment = Attachment(
             record.id,
             record.id,
@@ -576,14 +593,15 @@ class Engine:
             record.size_bytes,
             record.storage_url,
         )
-        self.journal.mark_completed(
-            record.id,
+        record = self.journal.completed(
+            record,
             attachment,
-            completed_at=completed_at,
+            completed_at=utc_now(),
             checksum_value=verified.value,
             checksum_verified=verified.verified,
             error_code=None,
             error_message=None,
+            metadata=record.metadata,
         )
         self.subscriber.upload_finished(record.id, "completed")
         log.info("upload %s completed: %s", record.id, record.uri)
@@ -592,27 +610,34 @@ class Engine:
             record.source_path,
             record.uri,
             "completed",
-            self.journal.get(record.id),
+            record,
             sent_bytes=record.size_bytes - held_bytes,
         )
 
-    def _send(self, record: UploadRecord) -> Verified:
+    def _send(self, record: UploadRecord) -> tuple[UploadRecord, Verified]:
         provider = self.provider_for(record)
         with SourceReader(record.source_path, fingerprint_of(record)) as reader:
             if record.strategy == "single":
                 return self._send_single(record, provider, reader)
             try:
-                return self._send_parts(record, provider, reader)
+                verified = self._send_parts(record, provider, reader)
             except UploadGoneError:
                 self.subscriber.notice(
                     f"upload {record.id} vanished at the provider; starting over"
                 )
                 self._start_over(record)
-                return self._send_parts(self.journal.get(record.id), provider, reader)
+                verified = self._send_parts(
+                    self.journal.get(record.id), provider, reader
+                )
+        # Sending parts journaled a session: the record as it stands now.
+        return self.journal.get(record.id), verified
 
     def _send_single(
         self, record: UploadRecord, provider: Provider, reader: SourceReader
-    ) -> Verified:
+    ) -> tuple[UploadRecord, Verified]:
+        """PutObject (or the provider's single request) of the whole file; return the
+        record with the whole-file MD5 in its metadata (sent with the object, to be
+        journaled by ``_finish``) and what the provider confirmed."""
         self.subscriber.upload_started(record.id, record.uri, record.size_bytes, 0)
         if not self._acquire_budget():  # stopped while waiting: nothing to release
             raise self.stop.error or InterruptedRunError(130)
@@ -627,7 +652,7 @@ class Engine:
                 body, digest = loaded
                 whole_md5 = md5.digest() if md5 else digest
                 if whole_md5 is not None:
-                    record = self._note_whole_md5(record, whole_md5.value_b64)
+                    record = self._with_whole_md5(record, whole_md5.value_b64)
                 verified = self.retry.call(
                     f"upload of {record.uri}",
                     provider.put_single,
@@ -642,13 +667,13 @@ class Engine:
         )
         self._check_verified(record, verified, expected)
         self.subscriber.bytes_done(record.id, record.size_bytes)
-        return verified
+        return record, verified
 
-    def _note_whole_md5(self, record: UploadRecord, whole_md5: str) -> UploadRecord:
+    @staticmethod
+    def _with_whole_md5(record: UploadRecord, whole_md5: str) -> UploadRecord:
         if record.metadata.get(WHOLE_MD5_METADATA) == whole_md5:
             return record
         metadata = {**record.metadata, WHOLE_MD5_METADATA: whole_md5}
-        self.journal.update(record.id, metadata=metadata)
         return record.with_changes(metadata=metadata)
 
     @contextmanager
