@@ -251,3 +251,40 @@ def test_cleanup_with_nothing_old_enough_says_which_age_it_looked_for(
         "(none started over 1d ago; --older-than sets the age)\n"
     )
     assert only_record().status in ("interrupted", "in_progress")
+
+
+@pytest.mark.parametrize("provider", ["s3", "azure"])
+def test_upload_whose_bucket_is_gone_can_be_dropped_and_is_not_sent_to_resume(
+    provider: str,
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Was: `resume --all` exit 6 with `to continue, run: cloudput resume ID` (which
+    fails the same way), and `abort ID` exit 6 too (the bucket check), so a cron job's
+    resume --all failed every hour with no way to drop the upload. (The GCS emulator
+    refuses to delete a bucket with an open session.)"""
+    backend: Backend = request.getfixturevalue(provider)
+    source = tmp_path / "big.bin"
+    write_random(source, 12 * MIB)
+    backend.apply_env(monkeypatch)
+    args = ["upload", source, backend.uri("k"), "--concurrency", "1"]
+    args += ["--part-size", "5MiB", "--bwlimit", "4MiB"]
+    process = start_cloudput(args, backend.env)
+    kill_after_parts(process, 1)
+    backend.delete_bucket()
+
+    again = run_cli(["resume", "--all"])
+    assert again.code == 6, again.stderr
+    upload_id = only_record().id
+    assert "to continue, run: cloudput resume" not in again.stderr
+    assert again.stderr.endswith(
+        "cloudput: the bucket is not there: create it, then `cloudput resume`; or "
+        f"drop the uploads: cloudput abort {upload_id}\n"
+    ), again.stderr
+
+    dropped = run_cli(["abort", upload_id])
+    assert dropped.code == 0, dropped.stderr
+    assert dropped.stdout == f"aborted {upload_id} {backend.uri('k')}\n"
+    assert only_record().status == "aborted"
+    assert run_cli(["resume", "--all"]).code == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from typing import Annotated
 
@@ -15,9 +16,10 @@ from cloudput.cli.common import (
 )
 from cloudput.cli.render import emit, record_json
 from cloudput.engine.runner import spec_of
-from cloudput.errors import UsageError, combine_exit_codes
+from cloudput.errors import BucketNotFoundError, UsageError, combine_exit_codes
 from cloudput.journal import Journal, UploadRecord
 
+log = logging.getLogger(__name__)
 ABORTABLE = ("initiated", "in_progress", "interrupted", "failed")
 
 
@@ -40,6 +42,12 @@ def abort_record(journal: Journal, record: UploadRecord) -> UploadRecord:
             )
             try:
                 provider.abort(spec_of(record), record.session)
+            except BucketNotFoundError as exc:
+                # No bucket, no upload in it: nothing is left to cancel there, and
+                # refusing would keep the record for `resume --all` to fail on forever.
+                log.warning(
+                    "%s: nothing left to cancel there; marked aborted", exc.message
+                )
             finally:
                 provider.close()
         journal.update(record.id, status="aborted")

@@ -33,6 +33,7 @@ from cloudput.engine.runner import (
 from cloudput.errors import (
     EXIT_SIGINT,
     EXIT_SIGTERM,
+    BucketNotFoundError,
     InterruptedRunError,
     combine_exit_codes,
 )
@@ -41,6 +42,8 @@ from cloudput.journal import Attachment, Journal, UploadRecord
 log = logging.getLogger(__name__)
 #: Upload ids named in the closing `cloudput resume ...` hint.
 MAX_IDS_SHOWN = 10
+#: The error code of a bucket or container that does not exist.
+BUCKET_GONE = BucketNotFoundError.code
 
 
 def provider_pool(options: TransferOptions) -> ProviderPool:
@@ -79,6 +82,7 @@ def run_engine(
     engine = Engine(journal, pool, options, progress, stop)
     codes: set[int] = set()  # distinct codes only: memory stays flat per file
     resumable: list[str] = []
+    orphaned: list[str] = []  # kept uploads whose bucket is not there
     summary = RunSummary()
     not_started = 0  # files stopped before they were journaled
     restore = _install_signal_handlers(stop)
@@ -88,7 +92,11 @@ def run_engine(
             not_started += is_not_started(outcome)
             summary.add(outcome)
             if outcome.status == "interrupted" and outcome.record is not None:
-                if len(resumable) <= MAX_IDS_SHOWN:
+                if outcome.error is not None and outcome.error.code == BUCKET_GONE:
+                    # resume cannot help until the bucket is back: not sent there.
+                    if len(orphaned) <= MAX_IDS_SHOWN:
+                        orphaned.append(outcome.record.id)
+                elif len(resumable) <= MAX_IDS_SHOWN:
                     resumable.append(outcome.record.id)
             _print_outcome(outcome, as_json, quiet)
             if (
@@ -119,10 +127,20 @@ def run_engine(
                 "uploads already begun)\n"
             )
     if resumable and not quiet:
-        ids = " ".join(resumable[:MAX_IDS_SHOWN])
-        ids += " ..." if len(resumable) > MAX_IDS_SHOWN else ""
-        sys.stderr.write(f"cloudput: to continue, run: cloudput resume {ids}\n")
+        sys.stderr.write(
+            f"cloudput: to continue, run: cloudput resume {_ids(resumable)}\n"
+        )
+    if orphaned and not quiet:
+        sys.stderr.write(
+            "cloudput: the bucket is not there: create it, then `cloudput resume`; or "
+            f"drop the uploads: cloudput abort {_ids(orphaned)}\n"
+        )
     return combine_exit_codes(sorted(codes))
+
+
+def _ids(upload_ids: list[str]) -> str:
+    shown = " ".join(upload_ids[:MAX_IDS_SHOWN])
+    return shown + (" ..." if len(upload_ids) > MAX_IDS_SHOWN else "")
 
 
 def _append_manifest(path: str, record: UploadRecord) -> None:
