@@ -21,6 +21,7 @@ from tests.helpers import (
     kill_after_parts,
     only_record,
     process_env,
+    records,
     run_cli,
     start_cloudput,
     write_random,
@@ -288,3 +289,34 @@ def test_upload_whose_bucket_is_gone_can_be_dropped_and_is_not_sent_to_resume(
     assert dropped.stdout == f"aborted {upload_id} {backend.uri('k')}\n"
     assert only_record().status == "aborted"
     assert run_cli(["resume", "--all"]).code == 0
+
+
+def test_azure_file_with_a_backslash_is_refused_not_stored_under_another_name(
+    azure: Backend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Was: `uploaded .../back\\slash.txt -> az://c/p/back\\slash.txt` while Azure
+    (Azurite as the service) stored the blob as `p/back/slash.txt`: not the key
+    reported, and the blob of another file `back/slash.txt` would be overwritten."""
+    tree = tmp_path / "t"
+    write_random(tree / "back\\slash.txt", 10)
+    write_random(tree / "ok.txt", 10)
+    azure.apply_env(monkeypatch)
+
+    done = run_cli(["upload", tree, azure.uri("p/")])
+    assert done.code == 10, done.stderr
+    assert sorted(done.stdout.splitlines()) == [
+        f"failed {tree}/back\\slash.txt -> {azure.uri('p/back')}\\slash.txt: "
+        "blob name 'p/back\\\\slash.txt': Azure stores each '\\' of a blob name as "
+        "'/' (the blob would be 'p/back/slash.txt') (rename the file, or upload it "
+        "to a key without '\\')",
+        f"uploaded {tree}/ok.txt -> {azure.uri('p/ok.txt')}",
+    ]
+    assert azure.keys() == ["p/ok.txt"]
+    # Nothing journaled for it: no `resume` hint, and resume --all has nothing to do.
+    assert "cloudput resume" not in done.stderr
+    assert [r.key for r in records()] == ["p/ok.txt"]
+
+    named = run_cli(["upload", tree / "ok.txt", azure.uri("p/x\\y.txt")])
+    assert named.code == 10
+    assert named.stderr.startswith("cloudput: error: blob name 'p/x\\\\y.txt': ")
+    assert len(named.stderr.splitlines()) == 1

@@ -387,6 +387,20 @@ def blob_tier(storage_class: str | None) -> StandardBlobTier | None:
     )
 
 
+def blob_name(target: Target) -> str:
+    """The blob name, refused when the service would store another: Azure turns
+    every '\\' of a blob name into '/' (the object would not be at the key reported,
+    and could overwrite another file's), so such a file is not sent (exit 10)."""
+    stored = target.key.replace("\\", "/")
+    if stored != target.key:
+        raise NotSupportedError(
+            f"blob name {target.key!r}: Azure stores each '\\' of a blob name as "
+            f"'/' (the blob would be {stored!r})",
+            hint="rename the file, or upload it to a key without '\\'",
+        )
+    return target.key
+
+
 def _scope_of(spec: ObjectSpec) -> str | None:
     """x-ms-encryption-scope for every block and the commit (the same scope on all)."""
     return spec.encryption_key_id if spec.encryption == "scope" else None
@@ -467,6 +481,8 @@ class AzureProvider:
     # -- checks and reads -----------------------------------------------------------
 
     def check_bucket(self, target: Target) -> None:
+        if not target.is_prefix:
+            blob_name(target)  # a named blob: refused before any request
         container = self._service(target).get_container_client(target.bucket)
         try:
             container.get_container_properties()
@@ -479,6 +495,7 @@ class AzureProvider:
             _raise(exc, "checking container of", target)
 
     def head(self, target: Target) -> RemoteObject | None:
+        blob_name(target)
         try:
             props = self._blob(target).get_blob_properties()
         except ResourceNotFoundError as exc:
@@ -490,6 +507,7 @@ class AzureProvider:
         return remote_of(props)
 
     def storage_url(self, target: Target) -> str:
+        blob_name(target)  # asked before an upload is journaled: refused there
         return str(self._blob(target).url)
 
     def _block_lists(
@@ -512,6 +530,7 @@ class AzureProvider:
         """Return the block-id prefix; refuse before any byte moves if another tool's
         staged blocks (ids of another length) would make every Put Block fail."""
         blob_tier(spec.storage_class)
+        blob_name(spec.target)
         prefix = block_prefix(spec.upload_id)
         lists = self._block_lists(spec.target)
         if lists is not None:
@@ -742,6 +761,7 @@ class AzureProvider:
         """
         md5 = digest.value_b64 if digest and digest.algorithm == "md5" else None
         tier = blob_tier(spec.storage_class)
+        blob_name(spec.target)
         try:
             with body.open() as reader:
                 answer = self._blob(spec.target).upload_blob(
@@ -783,6 +803,7 @@ class AzureProvider:
         content_md5: str | None = None,
     ) -> PresignedRequest:
         """A Put Block URL with a blob-scoped write SAS."""
+        blob_name(spec.target)
         ident = base64.b64encode(
             block_id(session, part.number).encode("utf-8")
         ).decode()
@@ -796,6 +817,7 @@ class AzureProvider:
         self, spec: ObjectSpec, ttl_s: float, content_md5: str | None = None
     ) -> PresignedRequest:
         """A Put Blob URL with a blob-scoped create+write SAS."""
+        blob_name(spec.target)
         permission = BlobSasPermissions(create=True, write=True)
         sas, expires_at = self._sas(spec.target, ttl_s, permission)
         headers = {
