@@ -320,3 +320,23 @@ def test_azure_file_with_a_backslash_is_refused_not_stored_under_another_name(
     assert named.code == 10
     assert named.stderr.startswith("cloudput: error: blob name 'p/x\\\\y.txt': ")
     assert len(named.stderr.splitlines()) == 1
+
+
+def test_unwritable_manifest_is_refused_before_any_upload(
+    s3: Backend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Was: the first upload went, then `internal error: FileNotFoundError` (exit 1)
+    and the rest of the tree was left."""
+    write_random(tmp_path / "site" / "a.txt", 10)
+    write_random(tmp_path / "site" / "b.txt", 10)
+    s3.apply_env(monkeypatch)
+    manifest = tmp_path / "no-such-dir" / "m.jsonl"
+    done = run_cli(["upload", tmp_path / "site", s3.uri("p/"), "--manifest", manifest])
+    assert done.code == 2
+    assert done.stderr == (
+        f"cloudput: error: --manifest {manifest}: cannot write there (No such file or "
+        "directory) (give a file in a directory that exists and is writable)\n"
+    )
+    assert done.stdout == ""
+    assert s3.keys() == []
+    assert records() == []

@@ -236,6 +236,8 @@ def upload(
     )
     if not source_set.check() and not quiet:
         _notice("no file to upload: the sources and filters select none")
+    if manifest and not dry_run:
+        check_manifest(manifest)
     pool = provider_pool(options)
     try:
         limits = _preflight(
@@ -276,6 +278,19 @@ def _run_uploads(
         )
     finally:
         journal.close()
+
+
+def check_manifest(path: str) -> None:
+    """Refuse a --manifest that cannot be appended to before any request: found after
+    the first upload, it stopped the run with an internal error."""
+    try:
+        with open(path, "a", encoding="utf-8"):
+            pass
+    except OSError as exc:
+        raise UsageError(
+            f"--manifest {path}: cannot write there ({exc.strerror or exc})",
+            hint="give a file in a directory that exists and is writable",
+        ) from None
 
 
 def _notice(message: str) -> None:
