@@ -340,3 +340,30 @@ def test_unwritable_manifest_is_refused_before_any_upload(
     assert done.stdout == ""
     assert s3.keys() == []
     assert records() == []
+
+
+@pytest.mark.parametrize("option", ["--log-file", "--audit-log"])
+def test_unwritable_log_file_is_one_line_not_an_internal_error(
+    option: str, tmp_path: Path
+) -> None:
+    """Was: `cloudput: internal error: FileNotFoundError: ...` (exit 1)."""
+    path = tmp_path / "no-such-dir" / "x.log"
+    done = run_cli(["list", option, path])
+    assert done.code == 2
+    assert done.stderr == (
+        f"cloudput: error: {option} {path}: cannot write there (No such file or "
+        "directory) (give a file in a directory that exists and is writable)\n"
+    )
+
+
+def test_unwritable_audit_log_from_the_environment_is_configuration(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "no-such-dir" / "a.log"
+    monkeypatch.setenv("CLOUDPUT_AUDIT_LOG", str(path))
+    done = run_cli(["list"])
+    assert done.code == 3
+    assert done.stderr.startswith(
+        f"cloudput: error: audit_log (CLOUDPUT_AUDIT_LOG or the config file) {path}: "
+    )
+    assert len(done.stderr.splitlines()) == 1

@@ -21,7 +21,7 @@ from cloudput.audit import AuditLog
 from cloudput.config import Settings, load_settings
 from cloudput.engine.metered import MeteredProvider
 from cloudput.engine.throttle import TokenBucket
-from cloudput.errors import UsageError
+from cloudput.errors import CloudputError, ConfigError, UsageError
 from cloudput.journal import Journal
 from cloudput.logs import setup_logging
 from cloudput.providers import open_provider
@@ -141,7 +141,10 @@ def with_globals(fn: Callable[..., Any]) -> Callable[..., Any]:
         )
         _current.set(options)
         quiet = bool(kwargs.get("quiet", False))
-        setup_logging(options.verbose, options.log_file, quiet=quiet)
+        try:
+            setup_logging(options.verbose, options.log_file, quiet=quiet)
+        except OSError as exc:
+            raise _unwritable("--log-file", options.log_file, exc, UsageError) from None
         resolved = load_settings(options.config, options.tenant)
         _settings.set(resolved)
         # A tenant's own credentials and endpoints win over the caller's environment.
@@ -261,12 +264,32 @@ def _start_metering(options: GlobalOptions, resolved: Settings) -> None:
     per_second = resolved.get(
         "max_requests_per_second", options.max_requests_per_second
     )
+    try:
+        audit = AuditLog(path) if path else None
+    except OSError as exc:
+        # A flag is a usage error; a value from CLOUDPUT_AUDIT_LOG or the config file
+        # is configuration.
+        if options.audit_log:
+            raise _unwritable("--audit-log", path, exc, UsageError) from None
+        where = "audit_log (CLOUDPUT_AUDIT_LOG or the config file)"
+        raise _unwritable(where, path, exc, ConfigError) from None
     _metering.set(
         (
-            AuditLog(path) if path else None,
+            audit,
             TokenBucket(rate) if rate else None,
             TokenBucket(per_second) if per_second else None,
         )
+    )
+
+
+def _unwritable(
+    option: str, path: Any, exc: OSError, kind: type[CloudputError]
+) -> CloudputError:
+    """A log file that cannot be opened: one line before any request (was an internal
+    error)."""
+    return kind(
+        f"{option} {path}: cannot write there ({exc.strerror or exc})",
+        hint="give a file in a directory that exists and is writable",
     )
 
 
