@@ -4,14 +4,17 @@ files), and what the CLI prints around them.
 
 from __future__ import annotations
 
+import io
 import os
 import pty
 import subprocess
 import time
+import tracemalloc
 from pathlib import Path
 
 import pytest
 
+from cloudput.cli.render import PlainProgress
 from tests.backends import Backend
 from tests.faultproxy import FaultProxy, Match
 from tests.helpers import (
@@ -367,3 +370,32 @@ def test_unwritable_audit_log_from_the_environment_is_configuration(
         f"cloudput: error: audit_log (CLOUDPUT_AUDIT_LOG or the config file) {path}: "
     )
     assert len(done.stderr.splitlines()) == 1
+
+
+def test_ci_progress_keeps_no_state_per_finished_upload() -> None:
+    """Was: PlainProgress (stderr not a terminal: CI) kept two dict entries per upload
+    for the whole run, about 120 MiB per million files, past the memory bound of
+    CONTRACT.md by itself."""
+    stream = io.StringIO()
+    now = [0.0]
+    progress = PlainProgress(stream, interval_s=1.0, clock=lambda: now[0])
+    tracemalloc.start()
+    try:
+        progress.upload_started("warm", "w", 10, 0)
+        progress.upload_finished("warm", "completed")
+        before, _ = tracemalloc.get_traced_memory()
+        for number in range(50_000):
+            upload_id = f"{number:012x}"
+            progress.upload_started(upload_id, "f", 100, 0)
+            progress.bytes_done(upload_id, 60)
+            progress.upload_finished(upload_id, "completed")
+        after, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert after - before < 64 * KIB, after - before
+    now[0] = 10.0  # the next line is due
+    progress.upload_started("last", "f", 100, 0)
+    progress.bytes_done("last", 100)
+    last = stream.getvalue().splitlines()[-1]
+    assert last.startswith("cloudput: progress 4.8 MiB / 4.8 MiB (100%), ")
+    assert last.endswith(", 50002 uploads")

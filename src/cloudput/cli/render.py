@@ -177,7 +177,11 @@ def part_json(row: PartRow) -> dict[str, Any]:
 
 
 class PlainProgress:
-    """A line every few seconds on stderr, for CI logs; never above 100%."""
+    """A line every few seconds on stderr, for CI logs; never above 100%.
+
+    Holds state for the uploads in flight only: a finished one is folded into two
+    counters, so a million-file run does not grow it (CONTRACT.md, memory bound).
+    """
 
     def __init__(
         self, stream: TextIO, interval_s: float = PLAIN_INTERVAL_S, clock: Any = None
@@ -186,8 +190,11 @@ class PlainProgress:
         self._interval_s = interval_s
         self._clock = clock or time.monotonic
         self._lock = threading.Lock()
-        self._totals: dict[str, int] = {}
+        self._totals: dict[str, int] = {}  # uploads in flight only
         self._done: dict[str, int] = {}
+        self._finished_total = 0
+        self._finished_done = 0
+        self._uploads = 0
         self._started = self._clock()
         self._last = self._started
 
@@ -195,12 +202,16 @@ class PlainProgress:
         self, upload_id: str, label: str, total_bytes: int, done_bytes: int
     ) -> None:
         with self._lock:
+            if upload_id not in self._totals:
+                self._uploads += 1
             self._totals[upload_id] = total_bytes
             self._done[upload_id] = min(done_bytes, total_bytes)
 
     def bytes_done(self, upload_id: str, count: int) -> None:
         with self._lock:
-            total = self._totals.get(upload_id, 0)
+            total = self._totals.get(upload_id)
+            if total is None:
+                return  # not started here, or finished already
             self._done[upload_id] = min(total, self._done.get(upload_id, 0) + count)
             now = self._clock()
             if now - self._last >= self._interval_s:
@@ -208,18 +219,24 @@ class PlainProgress:
                 self._write_line(now)
 
     def _write_line(self, now: float) -> None:
-        total = sum(self._totals.values())
-        done = sum(self._done.values())
+        total = self._finished_total + sum(self._totals.values())
+        done = self._finished_done + sum(self._done.values())
         percent = 100.0 if total == 0 else min(100.0, 100.0 * done / total)
         rate = done / max(now - self._started, 1e-6)
         self._stream.write(
             f"cloudput: progress {format_size(done)} / {format_size(total)} ({percent:.0f}%), "
-            f"{format_size(rate)}/s, {len(self._totals)} uploads\n"
+            f"{format_size(rate)}/s, {self._uploads} uploads\n"
         )
         self._stream.flush()
 
     def upload_finished(self, upload_id: str, status: str) -> None:
-        pass
+        with self._lock:
+            total = self._totals.pop(upload_id, None)
+            done = self._done.pop(upload_id, 0)
+            if total is None:
+                return
+            self._finished_total += total
+            self._finished_done += total if status == "completed" else done
 
     def notice(self, message: str) -> None:
         self._stream.write(f"cloudput: {message}\n")
