@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from cloudput.journal import Journal
 from cloudput.units import format_size
 from tests.backends import DUMMY_AWS_ENV, Backend
 from tests.faultproxy import FaultProxy
@@ -27,6 +28,7 @@ from tests.helpers import (
     FAST_RETRY_ENV,
     MIB,
     cloudput_command,
+    journal_path,
     kill_after_parts,
     only_record,
     parts_of,
@@ -555,6 +557,8 @@ def test_resume_of_an_aborted_upload_exits_2(
 
 
 def test_resume_of_an_unknown_upload_id_exits_2(direct: Backend) -> None:
+    # A journal that exists (without one, `resume ID` says there is none, as `show`).
+    Journal.open(journal_path()).close()
     result = run_cli(["resume", "0123456789ab"])
 
     assert result.code == 2
