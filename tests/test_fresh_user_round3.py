@@ -399,3 +399,22 @@ def test_ci_progress_keeps_no_state_per_finished_upload() -> None:
     last = stream.getvalue().splitlines()[-1]
     assert last.startswith("cloudput: progress 4.8 MiB / 4.8 MiB (100%), ")
     assert last.endswith(", 50002 uploads")
+
+
+@pytest.mark.parametrize("name", ["trail.", "dir./f.txt", "..."])
+def test_azure_blob_name_with_a_segment_ending_in_a_dot_is_refused(
+    name: str, azure: Backend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Azure drops the dots that end a blob name or a segment (its naming rules; the
+    real service stores `02.txt.` as `02.txt`), so cloudput would report an upload at
+    a key that is not there. Azurite keeps them: the refusal is cloudput's own."""
+    tree = tmp_path / "t"
+    write_random(tree / name, 10)
+    write_random(tree / "ok.txt", 10)
+    azure.apply_env(monkeypatch)
+    done = run_cli(["upload", tree, azure.uri("p/")])
+    assert done.code == 10, done.stderr
+    (failed,) = [line for line in done.stdout.splitlines() if line.startswith("failed")]
+    assert f"blob name 'p/{name}': Azure drops the dots that end" in failed
+    assert azure.keys() == ["p/ok.txt"]
+    assert [r.key for r in records()] == ["p/ok.txt"]

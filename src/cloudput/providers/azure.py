@@ -388,15 +388,24 @@ def blob_tier(storage_class: str | None) -> StandardBlobTier | None:
 
 
 def blob_name(target: Target) -> str:
-    """The blob name, refused when the service would store another: Azure turns
-    every '\\' of a blob name into '/' (the object would not be at the key reported,
-    and could overwrite another file's), so such a file is not sent (exit 10)."""
+    """The blob name, refused when the service would store another (the object would
+    not be at the key reported, and could overwrite another file's), so such a file is
+    not sent (exit 10). Azure turns every '\\' of a blob name into '/' and drops the
+    dots that end a path segment (its naming rules: no segment should end with '.')."""
     stored = target.key.replace("\\", "/")
     if stored != target.key:
         raise NotSupportedError(
             f"blob name {target.key!r}: Azure stores each '\\' of a blob name as "
             f"'/' (the blob would be {stored!r})",
             hint="rename the file, or upload it to a key without '\\'",
+        )
+    if any(segment.endswith(".") for segment in target.key.split("/")):
+        stored = "/".join(segment.rstrip(".") for segment in target.key.split("/"))
+        raise NotSupportedError(
+            f"blob name {target.key!r}: Azure drops the dots that end a name or a "
+            f"path segment (the blob could be stored as {stored!r})",
+            hint="rename the file, or upload it to a key whose segments do not end "
+            "with '.'",
         )
     return target.key
 
