@@ -36,6 +36,8 @@ def test_too_large_file_is_exit_4_and_nothing_is_sent(s3, tmp_path):
         )
         assert result.code == 4
         assert "maximum" in result.stdout + result.stderr
+        # The flag set the limit, so raising it in [policy] would not help.
+        assert "raise --max-size" in result.stdout + result.stderr
         assert not [r for r in proxy.requests if r.method in ("PUT", "POST")]
     assert records() == []
     assert s3.read("k") is None
@@ -62,3 +64,23 @@ def test_bad_policy_in_config_is_exit_3(tmp_path):
     config = tmp_path / "c.toml"
     config.write_text('[policy]\nallowed_types = "images"\n')
     assert run_cli(["list", "--config", str(config)]).code == 3
+
+
+def test_policy_hint_names_where_the_rule_was_set():
+    flagged = Policy(max_size_bytes=1, max_size_from="--max-size")
+    with pytest.raises(PolicyError) as size_error:
+        flagged.check("f", 2, "text/plain")
+    assert size_error.value.hint == "raise --max-size or leave the file out"
+    filed = Policy(allowed_types=("image/*",))
+    with pytest.raises(PolicyError) as type_error:
+        filed.check("f", 1, "text/plain")
+    assert "allowed_types in [policy]" in str(type_error.value.hint)
+
+
+def test_a_bad_allow_type_flag_names_the_value_not_a_list(tmp_path):
+    source = tmp_path / "f.txt"
+    source.write_text("x")
+    result = run_cli(["upload", source, "s3://b/k", "--allow-type", "nonsense"])
+    assert result.code == 2
+    assert "--allow-type 'nonsense':" in result.stderr
+    assert "['nonsense']" not in result.stderr

@@ -145,6 +145,19 @@ def test_redaction_covers_signed_urls_and_keys():
         assert secret not in cleaned
 
 
+def test_redaction_covers_a_sigv4_header_logged_as_bytes():
+    """botocore's -vvv request log prints headers as bytes: b'AWS4-HMAC-SHA256 ...'."""
+    text = (
+        "{'User-Agent': b'Botocore/1.36', 'Authorization': b'AWS4-HMAC-SHA256 "
+        "Credential=AKIDEXAMPLE/20261204/us-east-1/s3/aws4_request, "
+        "SignedHeaders=host, Signature=9a7cSIGNATURE'}"
+    )
+    cleaned = redact(text)
+    assert "9a7cSIGNATURE" not in cleaned
+    assert "AKIDEXAMPLE" not in cleaned
+    assert "'Authorization': b'REDACTED" in cleaned
+
+
 SENTINEL_SSE_C_KEY = b"SENTINELsseCkeyZYXWVUTSRQPONMLKJ"  # 32 bytes
 
 

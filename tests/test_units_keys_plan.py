@@ -29,7 +29,7 @@ from cloudput.journal import (
 )
 from cloudput.keys import MAX_KEY_BYTES, check_key, key_from_relative_path, parse_target
 from cloudput.providers.s3 import S3_LIMITS
-from cloudput.units import format_size, parse_duration, parse_size
+from cloudput.units import format_duration, format_size, parse_duration, parse_size
 from tests.helpers import run_cli
 
 MIB = 1024 * 1024
@@ -425,3 +425,27 @@ def test_list_and_show_mark_in_progress_of_a_gone_process_interrupted(
     assert shown.code == 0, shown.stderr
     assert shown.json_lines()[0]["status"] == "interrupted"
     journal.close()
+
+
+def test_an_over_long_key_is_named_in_its_error() -> None:
+    key = "start-" + "x" * 1100 + "-end.txt"
+    with pytest.raises(UsageError) as error:
+        check_key(key)
+    assert "start-" in error.value.message and "-end.txt" in error.value.message
+    assert "1114 bytes is over 1024" in error.value.message
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(30 * 86400, "30d"), (5400, "1.5h"), (90, "1.5m"), (59, "59s"), (0.5, "0.5s")],
+)
+def test_format_duration_reads_as_parse_duration_writes(seconds: float, text: str):
+    assert format_duration(seconds) == text
+    assert parse_duration(text) == seconds
+
+
+def test_a_ttl_beyond_seven_days_is_shown_as_typed() -> None:
+    from cloudput.engine.plumbing import check_ttl
+
+    with pytest.raises(UsageError, match=r"^--ttl 30d is not within 1s\.\.7d"):
+        check_ttl(30 * 86400)

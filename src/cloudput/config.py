@@ -246,7 +246,12 @@ class Settings:
         try:
             return (table or SETTINGS)[name](value)
         except (ValueError, TypeError) as exc:
-            raise error(f"{where} {value!r}: {exc}") from exc
+            shown = repr(value)
+            if where.startswith("--") and isinstance(value, list | tuple):
+                shown = " ".join(
+                    repr(item) for item in value
+                )  # a repeated flag's values
+            raise error(f"{where} {shown}: {exc}") from exc
 
 
 def default_config_path() -> Path:

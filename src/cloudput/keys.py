@@ -101,7 +101,8 @@ def check_key(key: str, shown_as: str | None = None) -> None:
         )
     if len(key.encode("utf-8")) > MAX_KEY_BYTES:
         raise UsageError(
-            f"unsafe key: {len(key.encode('utf-8'))} bytes is over {MAX_KEY_BYTES}",
+            f"unsafe key {key[:40] + '...' + key[-40:]!r}: "
+            f"{len(key.encode('utf-8'))} bytes is over {MAX_KEY_BYTES}",
             hint="providers cap names at 1024 bytes of UTF-8; use a shorter key",
         )
 

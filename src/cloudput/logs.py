@@ -23,8 +23,14 @@ _SECRET_PATTERNS = [
     ),
     (re.compile(r"(?i)(AccountKey=)[^;\s\"']+"), r"\1REDACTED"),
     (re.compile(r"(?i)(SharedAccessSignature=)[^;\s\"']+"), r"\1REDACTED"),
+    # An Authorization header, also as botocore's -vvv request log prints it (bytes:
+    # 'Authorization': b'AWS4-HMAC-SHA256 Credential=..., Signature=...').
     (
-        re.compile(r"(?i)(authorization['\"]?\s*[:=]\s*['\"]?)[^'\",}\n]+"),
+        re.compile(r"(?i)(authorization['\"]?\s*[:=]\s*b?(['\"]))[^'\"\n]*\2"),
+        r"\1REDACTED\2",
+    ),
+    (
+        re.compile(r"(?i)(authorization['\"]?\s*[:=]\s*)(?![\s'\"]|b['\"])[^'\",}\n]+"),
         r"\1REDACTED",
     ),
     (

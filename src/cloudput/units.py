@@ -64,3 +64,12 @@ def format_size(size_bytes: float) -> str:
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
     raise AssertionError("unreachable")
+
+
+def format_duration(seconds: float) -> str:
+    """Format seconds in the largest unit ``parse_duration`` reads that keeps them
+    readable: ``30d``, ``1.5h``, ``90s`` (never ``2.592e+06s``)."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if abs(seconds) >= size:
+            return f"{seconds / size:.4g}{unit}"
+    return f"{seconds:.4g}s"

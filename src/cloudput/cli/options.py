@@ -87,7 +87,15 @@ def transfer_options(
         endpoint_url=value["endpoint_url"],
         region=value["region"],
         tenant=resolved.tenant,
-        policy=Policy(*resolved.policy(max_size, allowed_types)),
+        policy=Policy(
+            *resolved.policy(max_size, allowed_types),
+            max_size_from="--max-size"
+            if max_size is not None
+            else "max_size in [policy]",
+            allowed_types_from="--allow-type"
+            if allowed_types
+            else "allowed_types in [policy]",
+        ),
         content_encoding=value.get("content_encoding"),
         content_disposition=value.get("content_disposition"),
         tags=pairs_option(tags, "--tags"),

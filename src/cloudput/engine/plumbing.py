@@ -40,6 +40,7 @@ from cloudput.providers.base import (
     Receipt,
     Verified,
 )
+from cloudput.units import format_duration
 
 log = logging.getLogger(__name__)
 
@@ -279,7 +280,7 @@ def check_ttl(ttl_s: float) -> None:
     """Refuse a URL lifetime of zero or beyond the 7-day SigV4 limit (exit 2)."""
     if not 0 < ttl_s <= MAX_TTL_S:
         raise UsageError(
-            f"--ttl {ttl_s:g}s is not within 1s..7d",
+            f"--ttl {format_duration(ttl_s)} is not within 1s..7d",
             hint="presigned URLs live at most 7 days (the S3 SigV4 limit)",
         )
 
