@@ -567,3 +567,17 @@ def test_a_part_is_streamed_not_read_whole(provider: GcsProvider, gcs: Backend) 
 
     assert gcs.read("streamed.bin") == data
     assert 0 < body.largest_read <= LARGEST_STREAM_READ_BYTES
+
+
+def test_an_unmapped_refusal_names_gcs_and_its_status() -> None:
+    """A 400 GCS gives for a request the emulator would accept (a bad KMS key name,
+    an invalid object name) is reported with its own code, not as 'internal'."""
+    from cloudput.keys import parse_target
+    from cloudput.providers.gcs import translate_error
+
+    response = requests.Response()
+    response.status_code = 400
+    response._content = b'{"error": {"message": "Invalid kmsKeyName"}}'
+    error = translate_error("init", parse_target("gs://b/k"), response)
+    assert error.code == "gcs_400"
+    assert "HTTP 400 Invalid kmsKeyName" in error.message

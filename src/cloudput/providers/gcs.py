@@ -190,7 +190,7 @@ def translate_error(
         return BadDigestError(
             text, hint="the bytes changed in transit; they are re-sent"
         )
-    return CloudputError(text)
+    return CloudputError(text, code=f"gcs_{status}")
 
 
 def _error_message(response: requests.Response) -> str:
