@@ -14,6 +14,7 @@ import json
 import os
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -43,6 +44,7 @@ from tests.helpers import (
 )
 from tests.s3_wire import (
     COMPLETE,
+    PUT_OBJECT,
     UPLOAD_PART,
     numbers_sent,
     part_match,
@@ -346,7 +348,7 @@ def test_a_second_sigint_quits_at_once_with_the_resume_command(
     for them, says how to continue, and resume then finishes the upload."""
     source = tmp_path / "f.bin"
     digest = write_random(source, 8 * PART)
-    proxy.delay(UPLOAD_PART, 3.0, times=None)
+    proxy.delay(UPLOAD_PART, 8.0, times=None)  # outlasts a loaded machine
     env = s3.routed_through(proxy.url)
     args = ["upload", source, s3.uri("f"), "--part-size", "5MiB", "--concurrency", "2"]
     stderr_path = tmp_path / "stderr.txt"
@@ -626,3 +628,68 @@ def test_part_failing_every_retry_exits_7_and_resume_sends_only_it(
     assert sha256_of(s3.read("k")) == digest
     assert [row.number for row in parts_of(only_record().id)] == [1, 2, 3]
     assert only_record().status == "completed"
+
+
+# -- what stops a run, what a run reports -------------------------------------------
+
+REFUSED_KEY_BODY = (
+    b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>InvalidAccessKeyId</Code>'
+    b"<Message>The AWS Access Key Id you provided does not exist in our records."
+    b"</Message></Error>"
+)
+
+
+def test_credentials_refused_mid_run_stop_it_instead_of_one_refusal_per_file(
+    proxy: FaultProxy, s3: Backend, tmp_path: Path
+) -> None:
+    """CONTRACT: 5 stops the run as soon as it is known. The preflight passes (keys
+    revoked after it); every PutObject is refused: the run stops, and the files it did
+    not take are reported not started, not sent one refused request each."""
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    for number in range(40):
+        (tree / f"f{number:02}.txt").write_bytes(os.urandom(100))
+    proxy.respond(
+        PUT_OBJECT,
+        403,
+        REFUSED_KEY_BODY,
+        {"Content-Type": "application/xml"},
+        times=None,
+    )
+
+    result = run_cli(
+        ["upload", tree, s3.uri("t/"), "--concurrency", "2", "--retries", "0"]
+    )
+
+    assert result.code == 5, result.stderr
+    assert proxy.count(PUT_OBJECT) <= 8  # those in flight when the first was refused
+    assert "not started" in result.stdout
+    assert "40 files:" in result.stderr
+    assert s3.keys() == []
+
+
+def test_a_file_written_to_while_its_single_put_is_in_flight_is_not_uploaded(
+    proxy: FaultProxy, s3: Backend, tmp_path: Path
+) -> None:
+    """The object then holds the file as it was read, not as it is: reported as a
+    changed source (exit 4, failed), as a multipart upload's change is at Complete."""
+    source = tmp_path / "log.txt"
+    source.write_bytes(os.urandom(200_000))
+    proxy.delay(PUT_OBJECT, 1.5)  # the object is stored; its answer is held
+
+    def append_once_sent() -> None:
+        # Stored at the server while the proxy holds its answer.
+        wait_until(lambda: s3.keys() == ["log.txt"], 30)
+        with open(source, "ab") as out:
+            out.write(b"one more line\n")
+
+    writer = threading.Thread(target=append_once_sent)
+    writer.start()
+    result = run_cli(["upload", source, s3.uri("log.txt"), "--json"])
+    writer.join()
+
+    assert result.code == 4, result.stderr
+    record = json.loads(result.stdout)
+    assert record["status"] == "failed"
+    assert record["error"]["code"] == "source_changed"
+    assert only_record().status == "failed"

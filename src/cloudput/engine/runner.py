@@ -39,6 +39,9 @@ from cloudput.engine.sources import (
     fingerprint,
 )
 from cloudput.errors import (
+    EXIT_BUCKET,
+    EXIT_CREDENTIALS,
+    EXIT_JOURNAL,
     EXIT_OK,
     EXIT_RESUMABLE,
     CloudputError,
@@ -72,6 +75,9 @@ from cloudput.providers.base import (
 log = logging.getLogger(__name__)
 #: Outcome.message of a file the run stopped before it was journaled.
 NOT_STARTED = "not started"
+#: Exit codes of an upload's failure that stop the whole run (CONTRACT: 5, 6 and 9
+#: "stop the run as soon as they are known"; 2 and 3 are found before it starts).
+RUN_STOPPING_EXITS = frozenset({EXIT_CREDENTIALS, EXIT_BUCKET, EXIT_JOURNAL})
 # Parts are hashed and sent in reads of at most 1 MiB, so a part in flight costs a
 # read buffer, not its size (CONTRACT.md, "Promises": peak memory bound).
 HASH_READ_BYTES = 1024 * 1024
@@ -207,6 +213,7 @@ class Engine:
         self._buffers = PartBuffers()  # taken only under the budget
         self._deadline_timer: threading.Timer | None = None
         self.unstarted = 0  # items never begun because the run was stopped
+        self._stop_on_run_errors = False  # set per run: upload stops, resume goes on
         # Bytes the provider already held when an upload (re)started in this run.
         self._held_bytes: dict[str, int] = {}
 
@@ -222,15 +229,21 @@ class Engine:
 
     def upload(self, jobs: Iterable[Job]) -> Iterator[Outcome]:
         """Upload each job; yields outcomes as uploads finish."""
-        return self._run(jobs, self._upload_job)
+        return self._run(jobs, self._upload_job, stop_on_run_errors=True)
 
     def resume(self, records: Iterable[UploadRecord]) -> Iterator[Outcome]:
         """Continue journaled uploads; yields outcomes as uploads finish."""
-        return self._run(records, self._resume_record)
+        # Not stopped by one upload's refusal: `resume --all` may hold uploads to other
+        # buckets and providers, which a gone bucket must not keep from finishing.
+        return self._run(records, self._resume_record, stop_on_run_errors=False)
 
     def _run(
-        self, items: Iterable[Any], work: Callable[[Any], Outcome]
+        self,
+        items: Iterable[Any],
+        work: Callable[[Any], Outcome],
+        stop_on_run_errors: bool,
     ) -> Iterator[Outcome]:
+        self._stop_on_run_errors = stop_on_run_errors
         self._start_deadline()
         pending: set[Future[Outcome]] = set()
         slots = threading.BoundedSemaphore(self.options.concurrency * 2)
@@ -263,8 +276,8 @@ class Engine:
                         done_lock.wait(0.2)
                 yield from self._drain(done, done_lock, pending)
 
-    @staticmethod
     def _drain(
+        self,
         done: list[Future[Outcome]],
         lock: threading.Condition,
         pending: set[Future[Outcome]],
@@ -274,7 +287,20 @@ class Engine:
             done.clear()
         for future in ready:
             pending.discard(future)
-            yield future.result()
+            outcome = future.result()
+            self._stop_on_run_error(outcome)
+            yield outcome
+
+    def _stop_on_run_error(self, outcome: Outcome) -> None:
+        """Credentials refused, a bucket gone or a journal failing stop the run as
+        soon as they are known (CONTRACT, exit codes): every other file would meet the
+        same refusal, one request each. Uploads in flight stop at their next part and
+        stay resumable; files not taken are reported not started."""
+        if not self._stop_on_run_errors or outcome.error is None:
+            return
+        if outcome.exit_code in RUN_STOPPING_EXITS:
+            if not self.stop.is_set():
+                self.stop.set(outcome.error)
 
     def _guarded(self, work: Callable[[Any], Outcome], item: Any) -> Outcome:
         try:
@@ -662,6 +688,10 @@ class Engine:
                 )
         finally:
             self._budget.release()
+        # What was sent is what was read, but a file written to after the read (a log
+        # still growing, a build overwriting its artifact) is not what was uploaded:
+        # reported as a changed source, as a multipart upload's is at Complete.
+        reader.check_unchanged()
         expected = Expected(
             record.size_bytes, (digest,) if digest else (), (digest,) if digest else ()
         )
