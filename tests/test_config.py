@@ -132,3 +132,24 @@ def test_a_variable_that_is_not_a_number_is_exit_3_saying_what_to_use(
     assert result.stderr == (
         "cloudput: error: CLOUDPUT_CONCURRENCY 'abc': use a whole number from 1 to 256\n"
     )
+
+
+@pytest.mark.parametrize(
+    "command", [["upload", "SOURCE", "s3://b/k"], ["doctor", "s3"]]
+)
+def test_an_aws_profile_that_does_not_exist_is_exit_3_naming_it(
+    tmp_path, monkeypatch, command
+):
+    """A typo in AWS_PROFILE was an internal error (botocore's ProfileNotFound)."""
+    source = tmp_path / "f.txt"
+    source.write_text("x")
+    monkeypatch.setenv("AWS_PROFILE", "no-such-profile")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "config"))
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    args = [str(source) if arg == "SOURCE" else arg for arg in command]
+
+    result = run_cli(args)
+
+    assert result.code == 3, result.stderr
+    assert "AWS profile 'no-such-profile' not found" in result.stderr
+    assert "internal" not in result.stderr

@@ -31,6 +31,7 @@ from botocore.exceptions import (
     IncompleteReadError,
     NoCredentialsError,
     PartialCredentialsError,
+    ProfileNotFound,
     SSLError,
 )
 from botocore.exceptions import (
@@ -883,6 +884,14 @@ def _new_session() -> botocore.session.Session:
     core.get_component("response_parser_factory").set_parser_defaults(
         timestamp_parser=_parse_timestamp
     )
+    try:
+        core.get_scoped_config()  # a profile that does not exist fails here, once
+    except ProfileNotFound as exc:
+        raise ConfigError(
+            f"AWS profile {exc.kwargs.get('profile')!r} not found",
+            hint="check AWS_PROFILE; profiles are read from ~/.aws/config and "
+            "~/.aws/credentials, or AWS_CONFIG_FILE and AWS_SHARED_CREDENTIALS_FILE",
+        ) from exc
     return core
 
 
