@@ -145,6 +145,11 @@ def test_tree_goes_up_whole_and_a_second_run_with_skip_existing_sends_nothing(
     assert second.code == 0, second.stderr[-2000:]
     assert {line["status"] for line in second.json_lines()} == {"skipped"}
     assert len(second.json_lines()) == len(expected)
+    # ISO 8601 UTC strings of one format compare as times: never done before begun.
+    assert all(
+        line["completed_at"] >= line["initiated_at"]
+        for line in first.json_lines() + second.json_lines()
+    )
     assert sent_again == []
 
 

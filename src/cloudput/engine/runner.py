@@ -417,7 +417,7 @@ class Engine:
         """Journal a ``skipped`` upload; the newest skipped record of an unchanged file
         is reused, so an hourly run over the same tree does not grow the journal."""
         md5 = digests.known("md5")
-        changes: dict[str, Any] = {"completed_at": utc_now(), "checksum_verified": by}
+        changes: dict[str, Any] = {"checksum_verified": by}
         if md5 and by:
             changes.update(checksum_algorithm="md5", checksum_value=md5)
         if (
@@ -433,6 +433,7 @@ class Engine:
         if md5:
             metadata = {**self.journal.get(record_id).metadata, WHOLE_MD5_METADATA: md5}
             changes["metadata"] = metadata
+        changes["completed_at"] = utc_now()  # after the record's initiated_at
         self.journal.update(record_id, **changes)
         log.info("skipped %s: %s", job.target.uri, message or f"identical ({by})")
         return Outcome(
