@@ -16,12 +16,13 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from cloudput.journal import Journal, PartRow, UploadRecord
+from tests.faultproxy import FaultProxy
 
 KIB = 1024
 MIB = 1024 * 1024
@@ -29,6 +30,17 @@ MIB = 1024 * 1024
 _WRITE_CHUNK_BYTES = 4 * MIB
 #: A retry base delay short enough for tests (read by cloudput from the environment).
 FAST_RETRY_ENV = {"CLOUDPUT_RETRY_BASE_DELAY": "0.01"}
+
+
+@contextlib.contextmanager
+def proxy_in_front(backend: Any, monkeypatch: Any) -> Iterator[FaultProxy]:
+    """A FaultProxy before ``backend``'s emulator, with fast retries: in-process
+    cloudput uses it through the environment (and so every URL it signs)."""
+    with FaultProxy(backend.endpoint) as running:
+        routed = {**backend.routed_through(running.url), **FAST_RETRY_ENV}
+        for name, value in routed.items():
+            monkeypatch.setenv(name, value)
+        yield running
 
 
 # -- files ------------------------------------------------------------------------

@@ -34,6 +34,7 @@ from tests.helpers import (
     only_record,
     parts_of,
     process_env,
+    proxy_in_front,
     run_cli,
     run_cloudput,
     sha256_file,
@@ -75,9 +76,7 @@ def direct(s3: Backend, monkeypatch: pytest.MonkeyPatch) -> Backend:
 @pytest.fixture
 def proxy(s3: Backend, monkeypatch: pytest.MonkeyPatch) -> Iterator[FaultProxy]:
     """A FaultProxy before moto; in-process cloudput (and .env for processes) use it."""
-    with FaultProxy(s3.endpoint) as running:
-        for name, value in {**s3.routed_through(running.url), **FAST_RETRY_ENV}.items():
-            monkeypatch.setenv(name, value)
+    with proxy_in_front(s3, monkeypatch) as running:
         yield running
 
 

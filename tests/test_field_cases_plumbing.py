@@ -28,11 +28,11 @@ from cloudput.journal import UploadRecord
 from tests.backends import Backend
 from tests.faultproxy import FaultProxy, Match, RequestHead
 from tests.helpers import (
-    FAST_RETRY_ENV,
     MIB,
     CliResult,
     only_record,
     parts_of,
+    proxy_in_front,
     run_cli,
     sha256_of,
     wait_until,
@@ -60,21 +60,14 @@ FAULTED_PART = 3
 @pytest.fixture
 def proxy(backend: Backend, monkeypatch: pytest.MonkeyPatch) -> Iterator[FaultProxy]:
     """A FaultProxy before the emulator; cloudput (and so every URL it signs) uses it."""
-    with FaultProxy(backend.endpoint) as running:
-        for name, value in {
-            **backend.routed_through(running.url),
-            **FAST_RETRY_ENV,
-        }.items():
-            monkeypatch.setenv(name, value)
+    with proxy_in_front(backend, monkeypatch) as running:
         yield running
 
 
 @pytest.fixture
 def s3_proxy(s3: Backend, monkeypatch: pytest.MonkeyPatch) -> Iterator[FaultProxy]:
     """A FaultProxy before moto, for the S3-only tests."""
-    with FaultProxy(s3.endpoint) as running:
-        for name, value in {**s3.routed_through(running.url), **FAST_RETRY_ENV}.items():
-            monkeypatch.setenv(name, value)
+    with proxy_in_front(s3, monkeypatch) as running:
         yield running
 
 

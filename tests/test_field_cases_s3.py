@@ -20,11 +20,11 @@ import pytest
 from tests.backends import Backend
 from tests.faultproxy import FaultProxy, Match, RequestHead
 from tests.helpers import (
-    FAST_RETRY_ENV,
     MIB,
     kill_after_parts,
     only_record,
     parts_of,
+    proxy_in_front,
     run_cli,
     run_cloudput,
     sha256_of,
@@ -61,9 +61,7 @@ XML = {"Content-Type": "application/xml"}
 @pytest.fixture
 def proxy(s3: Backend, monkeypatch: pytest.MonkeyPatch) -> Iterator[FaultProxy]:
     """A FaultProxy before moto; in-process cloudput (and .env for processes) use it."""
-    with FaultProxy(s3.endpoint) as running:
-        for name, value in {**s3.routed_through(running.url), **FAST_RETRY_ENV}.items():
-            monkeypatch.setenv(name, value)
+    with proxy_in_front(s3, monkeypatch) as running:
         yield running
 
 
