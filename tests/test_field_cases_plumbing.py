@@ -122,6 +122,18 @@ def sent_part_numbers(proxy: FaultProxy) -> list[tuple[int | None, int | None]]:
     return [(part_number(r), r.status) for r in proxy.matching(PART_REQUESTS)]
 
 
+def init_clip(backend: Backend, tmp_path: Path) -> tuple[str, bytes, dict[str, Any]]:
+    """A FILE_BYTES file and `init` of its upload in PART_BYTES parts: (sha256, bytes,
+    init's JSON)."""
+    source = tmp_path / "clip.bin"
+    digest = write_random(source, FILE_BYTES)
+    upload = ok(
+        run_cli(["init", backend.uri("clip.bin"), "--size", str(FILE_BYTES),
+                 "--part-size", str(PART_BYTES)])
+    )  # fmt: skip
+    return digest, source.read_bytes(), upload
+
+
 @pytest.mark.parametrize("backend", ["s3", "azure"], indirect=True)
 def test_bc26_a_expired_part_url_is_asked_again_and_sent_parts_are_kept(
     backend: Backend, proxy: FaultProxy, tmp_path: Path
@@ -131,13 +143,7 @@ def test_bc26_a_expired_part_url_is_asked_again_and_sent_parts_are_kept(
     expiry) that works, parts 4-6 follow, and `complete` (asking the provider for the
     parts) makes the file's object: parts 1-2 sent once, exit 0, [OBJ]. URLs are signed
     per part when asked, never up front: `init` hands out none."""
-    source = tmp_path / "clip.bin"
-    digest = write_random(source, FILE_BYTES)
-    data = source.read_bytes()
-    upload = ok(
-        run_cli(["init", backend.uri("clip.bin"), "--size", str(FILE_BYTES),
-                 "--part-size", str(PART_BYTES)])
-    )  # fmt: skip
+    digest, data, upload = init_clip(backend, tmp_path)
     assert upload["strategy"] == "multipart" and len(upload["parts"]) == PARTS
     assert set(upload) == {"id", "strategy", "part_size", "parts", "expires_at"}
     assert all(set(part) == {"number", "offset", "size"} for part in upload["parts"])
@@ -179,13 +185,7 @@ def test_bc26_b_plumbing_part_denied_keeps_the_upload_resumable(
     checks without a fault) without failing or aborting the record, the provider keeps
     the upload, and once the permission is fixed `part-url` for parts 3-6 and
     `complete` finish it without re-sending parts 1-2 ([OBJ])."""
-    source = tmp_path / "clip.bin"
-    digest = write_random(source, FILE_BYTES)
-    data = source.read_bytes()
-    upload = ok(
-        run_cli(["init", s3.uri("clip.bin"), "--size", str(FILE_BYTES),
-                 "--part-size", str(PART_BYTES)])
-    )  # fmt: skip
+    digest, data, upload = init_clip(s3, tmp_path)
     uid = upload["id"]
     denied = s3_proxy.respond(
         part_match(FAULTED_PART), 403, S3_DENIED_BODY, XML, times=None
