@@ -354,6 +354,22 @@ def test_one_file_named_twice_for_one_key_is_sent_once(
         assert "named twice" in result.stderr
 
 
+def test_one_file_named_twice_to_a_key_without_slash_goes_under_it(
+    s3: Backend, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Several SOURCE arguments make the target a prefix, as `upload f g s3://b/k`
+    does, even when they are one file: k/f, not k."""
+    write_random(tmp_path / "f.txt", 10)
+    monkeypatch.chdir(tmp_path)
+    use_env(monkeypatch, s3.env)
+
+    result = run_cli(["upload", "f.txt", "./f.txt", s3.uri("k"), "--json"])
+
+    assert result.code == 0, result.stderr
+    assert [line["key"] for line in result.json_lines()] == ["k/f.txt"]
+    assert s3.keys() == ["k/f.txt"]
+
+
 # -- unattended runs ---------------------------------------------------------------
 
 

@@ -136,7 +136,9 @@ class SourceSet:
         self.selection = selection or Selection()
         self._notice = notice or log.info
         self._paths, self._unmatched = expand_globs(sources)
-        self._several = len(self._paths) > 1
+        # Several SOURCE arguments make the target a prefix even when they name one
+        # file twice (`upload f f s3://b/k` goes to k/f, as `upload f g` would).
+        self._several = len(sources) > 1 or len(self._paths) > 1
         self._announced = False
         # Named files that a walk (or another name) already maps to the same key.
         self._duplicates: set[str] = set()
