@@ -359,12 +359,19 @@ def test_a_second_sigint_quits_at_once_with_the_resume_command(
 
         process.send_signal(signal.SIGINT)
         wait_until(lambda: "signal again to quit" in stderr_path.read_text(), 30.0)
-        process.send_signal(signal.SIGINT)
+        # No part may be in flight at the first signal (all answered, none started):
+        # the run may then be over before the second one, which must not matter.
+        ended_first = process.poll() is not None
+        if not ended_first:
+            process.send_signal(signal.SIGINT)
         code = process.wait(timeout=30)
 
-    lines = stderr_path.read_text().splitlines()
+    text = stderr_path.read_text()
+    lines = text.splitlines()
     assert code == 130, lines
-    assert lines[-1].endswith("sent again by: cloudput resume --all")
+    assert "Traceback" not in text and "KeyboardInterrupt" not in text, lines
+    if not ended_first:
+        assert lines[-1].endswith("sent again by: cloudput resume --all"), lines
     proxy.clear_rules()
     assert run_cloudput(["resume", "--all"], env).code == 0
     assert sha256_of(s3.read("f")) == digest

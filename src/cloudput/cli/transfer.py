@@ -191,6 +191,11 @@ def _install_signal_handlers(stop: StopSignal) -> Callable[[], None]:
     }
 
     def restore() -> None:
+        if stop.is_set() and isinstance(stop.error, InterruptedRunError):
+            # Stopping on a signal: a second one during the rest of the exit still
+            # quits at once with the line above, not Python's KeyboardInterrupt
+            # traceback from wherever the interpreter then is.
+            return
         for sig, old in previous.items():
             signal.signal(sig, old)
 
