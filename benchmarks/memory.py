@@ -25,6 +25,7 @@ from tests.emulators import MotoServer  # noqa: E402
 
 from benchmarks.run import (  # noqa: E402
     MIB,
+    compile_sources,
     make_file,
     measure,
     stored,
@@ -56,6 +57,7 @@ def main(argv: list[str]) -> int:
     args = parse_args(argv)
     levels = [int(value) for value in args.concurrency.split(",") if value]
     emulator = MotoServer()
+    compile_sources()
     with tempfile.TemporaryDirectory(prefix="cloudput-memory-") as tmp:
         root = Path(tmp)
         source = root / "big.bin"

@@ -32,7 +32,12 @@ sys.path.insert(0, str(REPO_ROOT))
 from tests.backends import S3Backend  # noqa: E402
 from tests.emulators import MotoServer  # noqa: E402
 
-from benchmarks.run import measure, stored, tool_environment  # noqa: E402
+from benchmarks.run import (  # noqa: E402
+    compile_sources,
+    measure,
+    stored,
+    tool_environment,
+)
 
 FILE_BYTES = 64 * 1024
 PYTHON = REPO_ROOT / ".venv" / "bin" / "python"
@@ -103,6 +108,7 @@ def run_upload(
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
+    compile_sources()
     with (
         tempfile.TemporaryDirectory(prefix="cloudput-per-file-") as tmp,
         MotoServer() as emulator,
