@@ -58,7 +58,7 @@ def _install() -> None:
 
 if __name__ == "__main__":
     _install()
-    from cloudput.cli.app import main
+    from cloudput.cli import main
 
     sys.argv = ["cloudput", *sys.argv[1:]]
     main()

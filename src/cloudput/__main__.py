@@ -1,6 +1,6 @@
 """Entry point for ``python -m cloudput``."""
 
-from cloudput.cli.app import main
+from cloudput.cli import main
 
 if __name__ == "__main__":
     main()

@@ -112,8 +112,3 @@ def _silence_stdout() -> None:
 
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, sys.stdout.fileno())
-
-
-def main() -> None:
-    """Console entry point."""
-    sys.exit(run())

@@ -17,6 +17,7 @@ from typing import Annotated, Any
 import platformdirs
 import typer
 
+from cloudput import startup
 from cloudput.audit import AuditLog
 from cloudput.config import Settings, load_settings
 from cloudput.engine.metered import MeteredProvider
@@ -242,7 +243,9 @@ def provider_factory(
             addressing_style=addressing_style,
             customer_key=customer_key,
         )
-        return metered(open_provider(name, settings), metering)
+        with startup.loading():  # the provider's SDK and client live until exit
+            provider = open_provider(name, settings)
+        return metered(provider, metering)
 
     # Read here, in the command's thread: worker threads do not see its context.
     metering = _metering.get()
