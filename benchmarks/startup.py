@@ -61,6 +61,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--extra", default="", help='more upload options, e.g. "--checksum crc32c"'
     )
+    parser.add_argument(
+        "--no-count", action="store_true", help="CPU seconds only, no callgrind run"
+    )
     return parser.parse_args(argv)
 
 
@@ -127,7 +130,7 @@ def main(argv: list[str]) -> int:
             f"one {args.bytes}-byte upload to moto {args.extra}; "
             f"load average {os.getloadavg()[0]:.1f}"
         )
-        if shutil.which("valgrind"):
+        if shutil.which("valgrind") and not args.no_count:
             for tree in trees:
                 command = upload_command(source, "counted", args.extra, backend.bucket)
                 count = instructions(command, envs[tree])
